@@ -1,0 +1,127 @@
+"""Loading MLX: a fast BLAS on Linux, and a message that says how to fix a missing backend.
+
+On Linux the plain ``mlx`` package has no backend: ``import mlx.core`` fails until one of the
+extras ``mlx[cpu]``, ``mlx[cuda12]`` or ``mlx[cuda13]`` is installed. mlxvision mirrors them as
+its own extras and names the right one when the import fails.
+
+The Linux CPU wheel of MLX links the reference BLAS, which makes matrix products tens of times
+slower than an optimized one. When an optimized BLAS with the standard CBLAS symbols is installed
+(Debian/Ubuntu: ``apt install libopenblas0-pthread``), mlxvision loads it before ``mlx.core`` so
+that MLX's calls resolve to it. ``MLXVISION_BLAS=off`` turns this off; ``MLXVISION_BLAS=/path/lib.so``
+chooses the library.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import sys
+from dataclasses import dataclass
+
+INSTALL_HINT = (
+    "MLX has no usable backend in this environment. On Linux install exactly one backend: "
+    "`pip install 'mlxvision[cpu]'` (CPU) or `pip install 'mlxvision[cuda]'` (NVIDIA GPU, CUDA 12; "
+    "`mlxvision[cuda13]` for CUDA 13). On macOS, `pip install mlxvision` is enough (Apple silicon)."
+)
+
+BLAS_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
+    "/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0",
+    "/usr/lib64/libopenblasp.so.0",
+    "/usr/lib64/libopenblas.so.0",
+    "/usr/lib/libopenblas.so.0",
+    "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
+    "/usr/lib/x86_64-linux-gnu/blis-pthread/libblis.so.4",
+)
+
+
+@dataclass
+class BlasChoice:
+    """Which BLAS mlxvision put in front of MLX's, and why."""
+
+    library: str | None
+    reason: str
+
+
+BLAS = BlasChoice(None, "not checked yet")
+
+
+def preload_blas() -> BlasChoice:
+    """Load an optimized BLAS globally before ``mlx.core``, on Linux; record what was done.
+
+    Example:
+        >>> preload_blas().reason != ""
+        True
+    """
+    global BLAS
+    setting = os.environ.get("MLXVISION_BLAS", "auto").strip()
+    if platform.system() != "Linux":
+        BLAS = BlasChoice(None, f"not needed on {platform.system()}")
+    elif setting.lower() in ("off", "0", "none", "reference"):
+        BLAS = BlasChoice(None, "turned off by MLXVISION_BLAS")
+    elif "mlx.core" in sys.modules and BLAS.library is None:
+        BLAS = BlasChoice(None, "mlx.core was imported before mlxvision; import mlxvision first")
+    elif BLAS.library is None:
+        candidates = BLAS_CANDIDATES if setting.lower() == "auto" else (setting,)
+        BLAS = _load_first(candidates, explicit=setting.lower() != "auto")
+    return BLAS
+
+
+def _load_first(candidates: tuple[str, ...], explicit: bool) -> BlasChoice:
+    for path in candidates:
+        if not os.path.exists(path):
+            continue
+        try:
+            lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            lib.cblas_sgemm  # noqa: B018  (raises AttributeError without CBLAS symbols)
+        except (OSError, AttributeError) as err:
+            if explicit:
+                raise ImportError(f"MLXVISION_BLAS={path}: cannot use it as a BLAS ({err})") from err
+            continue
+        return BlasChoice(path, "optimized BLAS loaded before mlx.core")
+    if explicit:
+        raise ImportError(f"MLXVISION_BLAS={candidates[0]}: no such file")
+    return BlasChoice(
+        None,
+        "no optimized BLAS found; MLX uses its reference BLAS (slow matrix products). "
+        "Install one: `sudo apt install libopenblas0-pthread` (Debian/Ubuntu)",
+    )
+
+
+def import_mlx():
+    """Import and return ``mlx.core`` (after :func:`preload_blas`), naming the fix if it fails.
+
+    Example:
+        >>> mx = import_mlx()
+        >>> int(mx.array(2) + 3)
+        5
+    """
+    preload_blas()
+    try:
+        import mlx.core as mx
+    except ImportError as err:
+        where = f"{platform.system()} {platform.machine()}, Python {sys.version.split()[0]}"
+        raise ImportError(f"Could not import mlx.core ({err}) on {where}. {INSTALL_HINT}") from err
+    return mx
+
+
+def info() -> dict[str, str]:
+    """What mlxvision runs on: versions, MLX's default device and the BLAS in use.
+
+    Example:
+        >>> sorted(info())[:3]
+        ['blas', 'blas_reason', 'device']
+    """
+    mx = import_mlx()
+    from ._version import __version__
+
+    return {
+        "mlxvision": __version__,
+        "mlx": mx.__version__,
+        "python": sys.version.split()[0],
+        "platform": f"{platform.system()} {platform.machine()}",
+        "device": str(mx.default_device()),
+        "blas": BLAS.library or "MLX's own",
+        "blas_reason": BLAS.reason,
+    }

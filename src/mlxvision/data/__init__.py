@@ -1,0 +1,15 @@
+"""Data: datasets, batch transforms on the device, and the loader.
+
+Example:
+    >>> from mlxvision.data import DataLoader, Digits, transforms as T
+    >>> train = Digits(train=True, transform=T.Compose([T.ToTensor(), T.Normalize([0.3], [0.4])]))
+    >>> images, labels = next(iter(DataLoader(train, batch_size=32, shuffle=True)))
+    >>> images.shape, labels.shape
+    ((32, 8, 8, 1), (32,))
+"""
+
+from . import transforms
+from .datasets import ArrayDataset, Digits
+from .loader import DataLoader
+
+__all__ = ["ArrayDataset", "DataLoader", "Digits", "transforms"]

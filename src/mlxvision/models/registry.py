@@ -1,0 +1,86 @@
+"""A registry of model builders by name, as in timm: ``create_model`` / ``list_models``."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import mlx.nn as nn
+
+from .base import ModelSpec
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the registry knows about a model: its builder, default input size and paper."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    input_size: tuple[int, int]
+    paper: str
+    description: str
+
+
+_REGISTRY: dict[str, ModelCard] = {}
+
+
+def register_model(
+    name: str | None = None, *, input_size: tuple[int, int] = (32, 32), paper: str = ""
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a model builder under ``name`` (default: the builder's ``__name__``).
+
+    Example:
+        >>> @register_model("tiny_linear_example", input_size=(8, 8))
+        ... def tiny_linear_example(num_classes=10, in_channels=1):
+        ...     return nn.Linear(in_channels, num_classes)
+        >>> "tiny_linear_example" in list_models()
+        True
+    """
+
+    def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or builder.__name__
+        if key in _REGISTRY and _REGISTRY[key].builder is not builder:
+            raise ValueError(f"register_model: a model named {key!r} is already registered")
+        doc = (builder.__doc__ or "").strip().splitlines()
+        _REGISTRY[key] = ModelCard(key, builder, tuple(input_size), paper, doc[0] if doc else "")
+        return builder
+
+    return add
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered models matching a shell-style ``pattern``.
+
+    Example:
+        >>> "simple_cnn" in list_models("simple*")
+        True
+    """
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def model_card(name: str) -> ModelCard:
+    """The :class:`ModelCard` of a registered model."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"Unknown model {name!r}.{hint} Known models: {', '.join(list_models())}"
+        )
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model; the model remembers ``name`` and ``kwargs`` as ``model.spec``.
+
+    Example:
+        >>> model = create_model("simple_cnn", num_classes=10, in_channels=1, input_size=8)
+        >>> model.spec.name, model.num_classes
+        ('simple_cnn', 10)
+    """
+    card = model_card(name)
+    model = card.builder(**kwargs)
+    model.spec = ModelSpec(name, dict(kwargs))
+    return model

@@ -7,8 +7,8 @@ its own extras and names the right one when the import fails.
 The Linux CPU wheel of MLX links the reference BLAS, which makes matrix products tens of times
 slower than an optimized one. When an optimized BLAS with the standard CBLAS symbols is installed
 (Debian/Ubuntu: ``apt install libopenblas0-pthread``), mlxvision loads it before ``mlx.core`` so
-that MLX's calls resolve to it. ``MLXVISION_BLAS=off`` turns this off; ``MLXVISION_BLAS=/path/lib.so``
-chooses the library.
+that MLX's calls resolve to it. ``MLXVISION_BLAS=off`` turns this off;
+``MLXVISION_BLAS=/path/lib.so`` chooses the library.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _load_first(candidates: tuple[str, ...], explicit: bool) -> BlasChoice:
             lib.cblas_sgemm  # noqa: B018  (raises AttributeError without CBLAS symbols)
         except (OSError, AttributeError) as err:
             if explicit:
-                raise ImportError(f"MLXVISION_BLAS={path}: cannot use it as a BLAS ({err})") from err
+                raise ImportError(f"MLXVISION_BLAS={path}: not usable as a BLAS ({err})") from err
             continue
         return BlasChoice(path, "optimized BLAS loaded before mlx.core")
     if explicit:

@@ -50,7 +50,7 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | N
     try:
         text = json.dumps(header)
     except TypeError as err:
-        raise TypeError(f"save: metadata and model arguments must be JSON-serialisable ({err})")
+        raise TypeError(f"save: metadata and model arguments must be JSON ({err})") from None
     weights = dict(tree_flatten(model.parameters()))
     with atomic_path(path, suffix=SUFFIX) as tmp:
         mx.save_safetensors(str(tmp), weights, metadata={"mlxvision": text})
@@ -89,7 +89,8 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
     Example:
         >>> import tempfile
         >>> from mlxvision import create_model
-        >>> path = save(create_model("simple_cnn", in_channels=1, input_size=8), tempfile.mkdtemp() + "/m")
+        >>> model = create_model("simple_cnn", in_channels=1, input_size=8)
+        >>> path = save(model, tempfile.mkdtemp() + "/m")
         >>> type(load(path)).__name__
         'SimpleCNN'
     """

@@ -28,10 +28,7 @@ def _check_batch(images: mx.array, who: str) -> None:
 
 
 def _pair(size: int | Sequence[int], what: str) -> tuple[int, int]:
-    if isinstance(size, int):
-        pair = (size, size)
-    else:
-        pair = tuple(int(s) for s in size)
+    pair = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
     if len(pair) != 2 or min(pair) <= 0:
         raise ValueError(f"{what}: expected a positive int or (height, width), got {size!r}")
     return pair

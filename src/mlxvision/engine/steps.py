@@ -85,9 +85,7 @@ def make_eval_step(
         True
     """
 
-    def step(
-        images: mx.array, labels: mx.array, weights: mx.array
-    ) -> tuple[mx.array, mx.array]:
+    def step(images: mx.array, labels: mx.array, weights: mx.array) -> tuple[mx.array, mx.array]:
         model.eval()
         logits = model(images)
         losses = _per_sample(loss_fn, logits, labels)

@@ -12,7 +12,7 @@ from mlx.utils import tree_flatten
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The registry name and keyword arguments that rebuild a model: ``create_model(name, **kwargs)``."""
+    """Registry name and keyword arguments: ``create_model(name, **kwargs)`` rebuilds the model."""
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)

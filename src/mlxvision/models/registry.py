@@ -66,9 +66,7 @@ def model_card(name: str) -> ModelCard:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"Unknown model {name!r}.{hint} Known models: {', '.join(list_models())}"
-        )
+        raise ValueError(f"Unknown model {name!r}.{hint} Known models: {', '.join(list_models())}")
     return _REGISTRY[name]
 
 

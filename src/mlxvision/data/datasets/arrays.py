@@ -82,7 +82,8 @@ class ArrayDataset:
     def subset(self, indices: Sequence[int] | np.ndarray) -> ArrayDataset:
         """A new dataset holding the samples at ``indices`` (same classes and transform)."""
         indices = np.asarray(indices)
-        return ArrayDataset(self.images[indices], self.labels[indices], self.classes, self.transform)
+        images, labels = self.images[indices], self.labels[indices]
+        return ArrayDataset(images, labels, self.classes, self.transform)
 
     def with_transform(self, transform: Transform | None) -> ArrayDataset:
         """The same samples (shared, not copied) with another transform."""

@@ -20,7 +20,8 @@ Batches = Iterable[tuple[mx.array, mx.array]]
 class Trainer:
     """Fit and evaluate a classifier on loaders of ``(images, labels)`` batches.
 
-    Losses and correct counts accumulate on the device; the host reads them only every
+    ``optimizer`` may be left out for a trainer that only evaluates and predicts. Losses and
+    correct counts accumulate on the device; the host reads them only every
     ``log_every`` steps (for the progress bar) and at the end of an epoch.
 
     Example:
@@ -38,7 +39,7 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        optimizer: optim.Optimizer,
+        optimizer: optim.Optimizer | None = None,
         loss_fn: LossFn = cross_entropy,
         *,
         compile: bool = True,
@@ -50,7 +51,8 @@ class Trainer:
         self.loss_fn = loss_fn
         self.verbose = verbose
         self.log_every = max(1, int(log_every))
-        self.train_step = make_train_step(model, optimizer, loss_fn, compile=compile)
+        self.compile = compile
+        self.train_step = None
         self.eval_step = make_eval_step(model, loss_fn, compile=compile)
         self.history: list[dict[str, Any]] = []
 
@@ -63,6 +65,12 @@ class Trainer:
         """
         if epochs < 1:
             raise ValueError(f"epochs: expected a positive int, got {epochs}")
+        if self.optimizer is None:
+            raise ValueError("fit: this Trainer has no optimizer; pass one to Trainer(...)")
+        if self.train_step is None:
+            self.train_step = make_train_step(
+                self.model, self.optimizer, self.loss_fn, compile=self.compile
+            )
         start_epoch = len(self.history)
         for epoch in range(start_epoch + 1, start_epoch + epochs + 1):
             record = self._train_epoch(train_loader, epoch, start_epoch + epochs)

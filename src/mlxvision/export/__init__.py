@@ -4,6 +4,6 @@ Example:
     >>> from mlxvision.export import export_mlxfn, load_mlxfn
 """
 
-from .mlxfn import export_mlxfn, load_mlxfn
+from .mlxfn import export_mlxfn, load_mlxfn, read_mlxfn_metadata
 
-__all__ = ["export_mlxfn", "load_mlxfn"]
+__all__ = ["export_mlxfn", "load_mlxfn", "read_mlxfn_metadata"]

@@ -33,8 +33,10 @@ def export_mlxfn(
     """Write ``model`` in eval mode as an ``.mlxfn`` function ``logits = f(images)``.
 
     ``input_shape`` is an example NHWC shape, for example ``(1, 32, 32, 3)``. With
-    ``shapeless=True`` the function accepts other batch sizes (and, where the model allows,
-    other image sizes). ``metadata`` is stored as JSON inside the file. Returns the path written.
+    ``shapeless=True`` the function is meant to accept other batch sizes; the export is checked
+    on a batch of another size against the model, and refused (nothing written) where the model
+    bakes its batch size into the graph (MLX's pooling layers do). ``metadata`` is stored as
+    JSON inside the file. Returns the path written.
 
     Example:
         >>> import tempfile
@@ -51,6 +53,7 @@ def export_mlxfn(
         raise ValueError(f"input_shape: expected (N, H, W, C), got {tuple(input_shape)}")
     was_training = model.training
     model.eval()
+    mx.eval(model.parameters())  # lazily initialised weights would be traced as random ops
     example = mx.zeros(tuple(int(s) for s in input_shape), dtype=dtype)
 
     def forward(images: mx.array) -> mx.array:
@@ -66,9 +69,26 @@ def export_mlxfn(
                 shapeless=shapeless,
                 metadata=json.dumps(metadata or {}),
             )
+            if shapeless:
+                _check_other_batch_size(model, tmp, example)
     finally:
         model.train(was_training)
     return path
+
+
+def _check_other_batch_size(model: nn.Module, path: Path, example: mx.array) -> None:
+    other = mx.random.normal((example.shape[0] + 1, *example.shape[1:])).astype(example.dtype)
+    try:
+        (got,) = mx.import_function(str(path))(other)
+        ok = bool(mx.allclose(got, model(other), rtol=1e-4, atol=1e-5))
+        reason = "its outputs differ from the model's"
+    except (RuntimeError, ValueError) as err:
+        ok, reason = False, str(err)
+    if not ok:
+        raise ValueError(
+            f"shapeless export of {type(model).__name__} does not work for a batch of "
+            f"{other.shape[0]} ({reason}); export with a fixed input_shape instead"
+        )
 
 
 def load_mlxfn(path: str | os.PathLike) -> Callable[[mx.array], mx.array]:
@@ -90,3 +110,20 @@ def load_mlxfn(path: str | os.PathLike) -> Callable[[mx.array], mx.array]:
         return logits
 
     return forward
+
+
+def read_mlxfn_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata dict stored by :func:`export_mlxfn` in an ``.mlxfn`` file.
+
+    Example:
+        >>> read_mlxfn_metadata("model.mlxfn")["classes"]  # doctest: +SKIP
+        ['0', '1', ...]
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such .mlxfn file")
+    try:
+        _, text = mx.import_function(str(path), return_metadata=True)
+        return json.loads(text) if text else {}
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable .mlxfn file ({err})") from None

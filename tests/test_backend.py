@@ -1,0 +1,47 @@
+import os
+import subprocess
+import sys
+
+import mlxvision as mv
+from mlxvision.backend import INSTALL_HINT
+
+
+def _info_in_new_process(env_extra, code="import mlxvision as mv; print(mv.info()['blas'])"):
+    env = {**os.environ, **env_extra}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_info_names_versions_device_and_blas():
+    info = mv.info()
+    assert info["mlxvision"] == mv.__version__
+    assert info["device"].startswith("Device(")
+    assert info["blas"] and info["blas_reason"]
+
+
+def test_blas_preload_can_be_turned_off():
+    assert _info_in_new_process({"MLXVISION_BLAS": "off"}) == "MLX's own"
+
+
+def test_a_bad_blas_path_is_named():
+    env = {**os.environ, "MLXVISION_BLAS": "/no/such/libblas.so"}
+    code = "import mlxvision"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "/no/such/libblas.so" in out.stderr
+
+
+def test_preloaded_blas_gives_the_same_products_as_the_reference():
+    code = (
+        "import numpy as np, mlxvision, mlx.core as mx;"
+        "rng = np.random.default_rng(0);"
+        "a = rng.normal(size=(96, 130)).astype(np.float32);"
+        "b = rng.normal(size=(130, 70)).astype(np.float32);"
+        "print(np.abs(np.array(mx.array(a) @ mx.array(b)) - a.astype(np.float64) @ b).max())"
+    )
+    for setting in ("auto", "off"):
+        assert float(_info_in_new_process({"MLXVISION_BLAS": setting}, code)) < 1e-3
+
+
+def test_install_hint_names_the_extras():
+    assert "mlxvision[cpu]" in INSTALL_HINT and "mlxvision[cuda]" in INSTALL_HINT

@@ -28,3 +28,13 @@ def test_quickstart(tmp_path):
     assert re.search(r"reads the first test image as \d \(true: \d\)", out)
     assert (tmp_path / "qs" / "digits_cnn.safetensors").is_file()
     assert (tmp_path / "qs" / "digits_cnn.mlxfn").is_file()
+
+
+def test_readme_script_runs_as_written(tmp_path, monkeypatch):
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert blocks, "README has no python example"
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+    assert (tmp_path / "digits_cnn.safetensors").is_file()

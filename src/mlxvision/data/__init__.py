@@ -1,4 +1,4 @@
-"""Data: datasets, batch transforms on the device, and the loader.
+"""Data: datasets, batch transforms on the device, the loader, and safe downloads.
 
 Example:
     >>> from mlxvision.data import DataLoader, Digits, transforms as T
@@ -9,7 +9,20 @@ Example:
 """
 
 from . import transforms
-from .datasets import ArrayDataset, Digits
+from .datasets import CIFAR10, CIFAR100, KMNIST, MNIST, ArrayDataset, Digits, FashionMNIST
+from .download import download, extract_archive
 from .loader import DataLoader
 
-__all__ = ["ArrayDataset", "DataLoader", "Digits", "transforms"]
+__all__ = [
+    "CIFAR10",
+    "CIFAR100",
+    "KMNIST",
+    "MNIST",
+    "ArrayDataset",
+    "DataLoader",
+    "Digits",
+    "FashionMNIST",
+    "download",
+    "extract_archive",
+    "transforms",
+]

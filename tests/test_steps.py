@@ -68,13 +68,20 @@ def test_eval_step_masks_padding_and_uses_eval_mode():
     y = mx.array([0, 1, 2, 0, 1, 2])
     step = make_eval_step(model)
     weights = mx.array([1, 1, 1, 1, 0, 0], dtype=mx.float32)
-    loss_sum, correct = step(x, y, weights)
+    sums = step(x, y, weights)
     model.eval()
     logits = model(x)
     per_sample = np.array(nn.losses.cross_entropy(logits, y, reduction="none"))
     hits = np.array(mx.argmax(logits, axis=1) == y)
-    assert loss_sum.item() == pytest.approx(per_sample[:4].sum(), rel=1e-6)
-    assert correct.item() == hits[:4].sum()
+    assert sums["loss"].item() == pytest.approx(per_sample[:4].sum(), rel=1e-6)
+    assert sums["correct"].item() == hits[:4].sum()
+    predictions = np.array(mx.argmax(logits, axis=1))
+    confusion = np.zeros((3, 3))
+    np.add.at(confusion, (np.array(y)[:4], predictions[:4]), 1)
+    np.testing.assert_array_equal(np.array(sums["confusion"]), confusion)
+    top2 = make_eval_step(model, top_k=2)(x, y, weights)["top_k"].item()
+    ranks = (np.array(logits) > np.array(logits)[np.arange(6), np.array(y)][:, None]).sum(1)
+    assert top2 == (ranks[:4] < 2).sum()
 
 
 def test_cross_entropy_matches_numpy():

@@ -42,14 +42,16 @@ def test_evaluate_matches_a_direct_computation_with_a_padded_last_batch():
     assert result["loss"] == pytest.approx(losses.mean(), rel=1e-5)
 
 
-def test_fit_continues_epoch_numbers_and_needs_an_optimizer():
+def test_epochs_count_the_whole_run_and_fit_needs_an_optimizer():
     data = ArrayDataset(np.random.default_rng(0).random((32, 8, 8, 1), np.float32), [0, 1] * 16)
     model = mv.create_model("simple_cnn", num_classes=2, in_channels=1, input_size=8)
     with pytest.raises(ValueError, match="no optimizer"):
         mv.Trainer(model).fit(DataLoader(data, 16), epochs=1)
     trainer = mv.Trainer(model, optim.SGD(learning_rate=0.01), verbose=False)
     trainer.fit(DataLoader(data, 16), epochs=1)
-    assert [r["epoch"] for r in trainer.fit(DataLoader(data, 16), epochs=2)] == [2, 3]
+    assert [r["epoch"] for r in trainer.fit(DataLoader(data, 16), epochs=3)] == [2, 3]
+    with pytest.raises(ValueError, match="already completed 3 epochs"):
+        trainer.fit(DataLoader(data, 16), epochs=3)
     with pytest.raises(ValueError, match="epochs"):
         trainer.fit(DataLoader(data, 16), epochs=0)
 

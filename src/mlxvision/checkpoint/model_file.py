@@ -110,14 +110,14 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
         weights = mx.load(str(path))
     except (RuntimeError, ValueError) as err:
         raise CheckpointError(f"{path}: could not read the weights ({err})") from None
-    _check_weights(path, model, weights)
+    check_weights(path, model, weights)
     model.load_weights(list(weights.items()), strict=True)
     mx.eval(model.parameters())
     model.eval()
     return model
 
 
-def _check_weights(path: Path, model: nn.Module, weights: dict[str, mx.array]) -> None:
+def check_weights(path: Path, model: nn.Module, weights: dict[str, mx.array]) -> None:
     expected = dict(tree_flatten(model.parameters()))
     problems = [f"missing {k} {tuple(v.shape)}" for k, v in expected.items() if k not in weights]
     problems += [f"unexpected {k}" for k in weights if k not in expected]

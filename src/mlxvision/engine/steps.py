@@ -1,25 +1,138 @@
 """Compiled training and evaluation steps: the functional core of the engine.
 
-A train step is ``step(images, labels) -> (loss, correct)``: it updates the model and the
+A train step is ``step(images, targets) -> (loss, correct)``: it updates the model and the
 optimizer in place and returns the batch's mean loss and number of correct predictions as
 ``mx.array`` scalars, without reading them on the host. With ``compile=True`` (the default) it
-is compiled with ``mx.compile`` over ``nn.value_and_grad``, with the model's state, the
-optimizer's state and MLX's random state captured as inputs and outputs.
+is compiled with ``mx.compile`` over ``mx.value_and_grad``, with the model's state, the
+optimizer's state, MLX's random state (dropout, stochastic depth) and the step's own state
+(gradient accumulation buffer, loss scale) captured as inputs and outputs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+from mlx.utils import tree_flatten, tree_map
 
 from .losses import cross_entropy
+from .precision import LossScaler, compute_dtype
 
-LossFn = Callable[[mx.array, mx.array], mx.array]
-TrainStep = Callable[[mx.array, mx.array], tuple[mx.array, mx.array]]
-EvalStep = Callable[[mx.array, mx.array, mx.array], tuple[mx.array, mx.array]]
+LossFn = Callable[..., mx.array]
+
+
+class TrainStep:
+    """One optimisation step per call; see :func:`make_train_step`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: optim.Optimizer,
+        loss_fn: LossFn = cross_entropy,
+        *,
+        compile: bool = True,
+        precision: str = "float32",
+        clip_grad_norm: float | None = None,
+        accumulate: int = 1,
+    ) -> None:
+        if accumulate < 1:
+            raise ValueError(f"accumulate: expected a positive int, got {accumulate}")
+        if clip_grad_norm is not None and clip_grad_norm <= 0:
+            raise ValueError(f"clip_grad_norm: expected a positive number, got {clip_grad_norm}")
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.dtype = compute_dtype(precision)
+        self.precision = precision
+        self.clip_grad_norm = clip_grad_norm
+        self.accumulate = int(accumulate)
+        self.scaler = LossScaler() if precision == "float16" else None
+        self.micro_step = 0
+        optimizer.init(model.trainable_parameters())  # state must exist before compile captures it
+        self.extra: dict[str, Any] = {}
+        if self.scaler is not None:
+            self.extra["scaler"] = self.scaler.state
+        if self.accumulate > 1:
+            self.extra["grads"] = tree_map(mx.zeros_like, model.trainable_parameters())
+        self._value_and_grad = mx.value_and_grad(self._loss)
+        self.state = [model.state, optimizer.state, mx.random.state, self.extra]
+        wrap = (
+            (lambda f: mx.compile(f, inputs=self.state, outputs=self.state))
+            if compile
+            else (lambda f: f)
+        )
+        self._update = wrap(self._step_and_update)
+        self._accumulate = wrap(self._step_and_accumulate)
+
+    def __call__(self, images: mx.array, targets: mx.array) -> tuple[mx.array, mx.array]:
+        self.micro_step += 1
+        if self.micro_step % self.accumulate == 0:
+            return self._update(images, targets)
+        return self._accumulate(images, targets)
+
+    def _loss(self, params, images, targets):
+        if self.dtype != mx.float32:
+            params = tree_map(lambda p: p.astype(self.dtype), params)
+            images = images.astype(self.dtype)
+        self.model.update(params)
+        logits = self.model(images)
+        loss = self.loss_fn(logits, targets)
+        scaled = loss * self.scaler.scale if self.scaler is not None else loss
+        return scaled, (loss, logits)
+
+    def _gradients(self, images, targets):
+        self.model.train()
+        params = self.model.trainable_parameters()
+        (_, (loss, logits)), grads = self._value_and_grad(params, images, targets)
+        self.model.update(params)  # float32 master weights back in place of the cast copies
+        labels = targets if targets.ndim == 1 else mx.argmax(targets, axis=-1)
+        correct = (mx.argmax(logits, axis=-1) == labels).sum().astype(mx.int32)
+        return loss, correct, grads
+
+    def _step_and_accumulate(self, images, targets):
+        loss, correct, grads = self._gradients(images, targets)
+        self.extra["grads"] = tree_map(mx.add, self.extra["grads"], grads)
+        return loss, correct
+
+    def _step_and_update(self, images, targets):
+        loss, correct, grads = self._gradients(images, targets)
+        if self.accumulate > 1:
+            total = tree_map(mx.add, self.extra["grads"], grads)
+            grads = tree_map(lambda g: g / self.accumulate, total)
+            self.extra["grads"] = tree_map(mx.zeros_like, total)
+        if self.scaler is not None:
+            grads = tree_map(lambda g: g / self.scaler.scale, grads)
+        if self.clip_grad_norm is not None:
+            grads, _ = optim.clip_grad_norm(grads, self.clip_grad_norm)
+        if self.scaler is None:
+            self.optimizer.update(self.model, grads)
+        else:
+            self._update_if_finite(grads)
+        return loss, correct
+
+    def _update_if_finite(self, grads) -> None:
+        finite = mx.array(True)
+        for _, g in tree_flatten(grads):
+            finite = finite & mx.isfinite(g).all()
+        old_params = self.model.trainable_parameters()
+        old_state = tree_map(lambda x: x, self.optimizer.state)
+        self.optimizer.update(self.model, grads)
+        new_params = self.model.trainable_parameters()
+        self.model.update(tree_map(lambda n, o: mx.where(finite, n, o), new_params, old_params))
+        _select_in_place(self.optimizer.state, old_state, finite)
+        self.scaler.update(finite)
+
+
+def _select_in_place(container, old, keep_new: mx.array) -> None:
+    items = container.items() if isinstance(container, dict) else enumerate(container)
+    for key, value in list(items):
+        if isinstance(value, mx.array):
+            container[key] = mx.where(keep_new, value, old[key])
+        elif isinstance(value, dict | list):
+            _select_in_place(value, old[key], keep_new)
 
 
 def make_train_step(
@@ -28,11 +141,23 @@ def make_train_step(
     loss_fn: LossFn = cross_entropy,
     *,
     compile: bool = True,
+    precision: str = "float32",
+    clip_grad_norm: float | None = None,
+    accumulate: int = 1,
 ) -> TrainStep:
     """A function that trains ``model`` on one batch and returns ``(loss, correct)``.
 
-    The model runs in training mode inside the step. Call the step with batches of one shape
-    (drop or pad the last batch): each new shape compiles the step again.
+    - ``targets`` may be integer labels or soft targets ``(N, classes)`` (MixUp/CutMix).
+    - ``precision="bfloat16"`` or ``"float16"`` computes the forward and backward passes in that
+      dtype while the optimizer updates float32 master weights; float16 also scales the loss
+      dynamically and skips steps whose gradients overflow.
+    - ``clip_grad_norm`` rescales the gradients so their global L2 norm is at most that value.
+    - ``accumulate=k`` sums gradients over ``k`` calls and updates once, with their mean: ``k``
+      micro-batches of size ``b`` train like one batch of ``k·b`` (for models without
+      batch-statistics layers).
+
+    The model runs in training mode inside the step. Call it with batches of one shape (drop or
+    pad the last batch): each new shape compiles the step again.
 
     Example:
         >>> import mlx.core as mx, mlx.optimizers as optim
@@ -43,54 +168,66 @@ def make_train_step(
         >>> loss.shape, correct.dtype
         ((), mlx.core.int32)
     """
-    if not optimizer.state:
-        optimizer.init(model.trainable_parameters())
-
-    def loss_and_logits(images: mx.array, labels: mx.array) -> tuple[mx.array, mx.array]:
-        logits = model(images)
-        return loss_fn(logits, labels), logits
-
-    loss_and_grad = nn.value_and_grad(model, loss_and_logits)
-
-    def step(images: mx.array, labels: mx.array) -> tuple[mx.array, mx.array]:
-        model.train()
-        (loss, logits), grads = loss_and_grad(images, labels)
-        optimizer.update(model, grads)
-        correct = (mx.argmax(logits, axis=-1) == labels).sum().astype(mx.int32)
-        return loss, correct
-
-    if not compile:
-        return step
-    state = [model.state, optimizer.state, mx.random.state]
-    return mx.compile(step, inputs=state, outputs=state)
+    return TrainStep(
+        model,
+        optimizer,
+        loss_fn,
+        compile=compile,
+        precision=precision,
+        clip_grad_norm=clip_grad_norm,
+        accumulate=accumulate,
+    )
 
 
 def make_eval_step(
-    model: nn.Module, loss_fn: LossFn = cross_entropy, *, compile: bool = True
-) -> EvalStep:
-    """A function ``step(images, labels, weights) -> (loss_sum, correct)`` in eval mode.
+    model: nn.Module,
+    loss_fn: LossFn = cross_entropy,
+    *,
+    compile: bool = True,
+    precision: str = "float32",
+    top_k: int = 5,
+    tta: bool = False,
+) -> Callable[[mx.array, mx.array, mx.array], dict[str, mx.array]]:
+    """A function ``step(images, labels, weights) -> sums`` of the model in eval mode.
 
-    ``weights`` (one per sample, 1 or 0) masks out padding, so a short last batch padded to the
-    full size counts only its real samples and the step never recompiles. ``loss_fn`` must
-    accept ``reduction="none"`` (as :func:`mlx.nn.losses.cross_entropy` does) or return one loss
-    per sample.
+    ``sums`` holds, over the samples whose weight is 1: ``loss`` (sum of per-sample losses),
+    ``correct`` (top-1 hits), ``top_k`` (hits within the ``top_k`` best classes) and
+    ``confusion`` (a ``classes × classes`` matrix, rows = true class, columns = prediction).
+    ``weights`` (1 or 0 per sample) masks out padding, so a short last batch padded to the full
+    size counts only its real samples and the step never recompiles. ``tta=True`` averages the
+    logits of each image and its mirror image. ``loss_fn`` must accept ``reduction="none"``.
 
     Example:
         >>> import mlx.core as mx
         >>> from mlxvision.models import create_model
         >>> model = create_model("simple_cnn", num_classes=10, in_channels=1, input_size=8)
         >>> step = make_eval_step(model)
-        >>> _, correct = step(mx.zeros((4, 8, 8, 1)), mx.zeros(4, mx.int32), mx.ones(4))
-        >>> int(correct) <= 4
-        True
+        >>> sums = step(mx.zeros((4, 8, 8, 1)), mx.zeros(4, mx.int32), mx.ones(4))
+        >>> sorted(sums), sums["confusion"].shape
+        (['confusion', 'correct', 'loss', 'top_k'], (10, 10))
     """
+    dtype = compute_dtype(precision)
 
-    def step(images: mx.array, labels: mx.array, weights: mx.array) -> tuple[mx.array, mx.array]:
+    def step(images: mx.array, labels: mx.array, weights: mx.array) -> dict[str, mx.array]:
         model.eval()
+        images = images.astype(dtype) if dtype != mx.float32 else images
         logits = model(images)
+        if tta:
+            logits = (logits + model(images[:, :, ::-1, :])) * 0.5
+        logits = logits.astype(mx.float32)
         losses = _per_sample(loss_fn, logits, labels)
-        hits = (mx.argmax(logits, axis=-1) == labels).astype(mx.float32)
-        return (losses * weights).sum(), (hits * weights).sum()
+        predictions = mx.argmax(logits, axis=-1)
+        classes = logits.shape[-1]
+        k = min(top_k, classes)
+        label_logit = mx.take_along_axis(logits, labels[:, None], axis=-1)
+        rank = (logits > label_logit).sum(axis=-1)
+        confusion = mx.zeros((classes, classes)).at[labels, predictions].add(weights)
+        return {
+            "loss": (losses * weights).sum(),
+            "correct": ((predictions == labels) * weights).sum(),
+            "top_k": ((rank < k) * weights).sum(),
+            "confusion": confusion,
+        }
 
     if not compile:
         return step
@@ -98,12 +235,13 @@ def make_eval_step(
 
 
 def _per_sample(loss_fn: LossFn, logits: mx.array, labels: mx.array) -> mx.array:
-    if loss_fn is cross_entropy:
-        return nn.losses.cross_entropy(logits, labels, reduction="none")
-    losses = loss_fn(logits, labels)
+    try:
+        losses = loss_fn(logits, labels, reduction="none")
+    except TypeError:
+        losses = loss_fn(logits, labels)
     if losses.shape != labels.shape:
         raise ValueError(
             f"loss_fn: for evaluation expected one loss per sample, shape {labels.shape}, got "
-            f"{losses.shape}; give make_eval_step a loss with reduction='none'"
+            f"{losses.shape}; give make_eval_step a loss that accepts reduction='none'"
         )
     return losses

@@ -1,28 +1,50 @@
-"""``Trainer``: a thin loop over the compiled steps, with a progress bar and epoch summaries."""
+"""``Trainer``: a thin loop over the compiled steps, with callbacks, EMA and exact resume."""
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten
 from tqdm.auto import tqdm
 
-from .losses import cross_entropy
+from .callbacks import Callback
+from .ema import EMA
+from .losses import cross_entropy, label_smoothing_loss
 from .steps import LossFn, make_eval_step, make_train_step
 
 Batches = Iterable[tuple[mx.array, mx.array]]
+BatchTransform = Callable[..., tuple[mx.array, mx.array]]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
 
 
 class Trainer:
-    """Fit and evaluate a classifier on loaders of ``(images, labels)`` batches.
+    """Fit, evaluate and predict with a classifier over loaders of ``(images, labels)`` batches.
 
-    ``optimizer`` may be left out for a trainer that only evaluates and predicts. Losses and
-    correct counts accumulate on the device; the host reads them only every
-    ``log_every`` steps (for the progress bar) and at the end of an epoch.
+    - ``precision``: ``"float32"``, or ``"bfloat16"``/``"float16"`` compute over float32 master
+      weights; ``clip_grad_norm``, ``accumulate`` and ``label_smoothing`` as in
+      :func:`mlxvision.engine.make_train_step`.
+    - ``ema_decay``: keep an exponential moving average of the weights, evaluated (``ema_val_*``)
+      and saved beside the raw ones.
+    - ``batch_transform``: ``f(images, labels, key) -> (images, targets)`` applied to each
+      training batch (MixUp, CutMix), with a key derived from ``seed``, epoch and batch.
+    - ``tta``: evaluate on each image and its mirror image, averaging the logits.
+    - ``callbacks``: :class:`~mlxvision.engine.callbacks.Callback` objects; ``run_dir`` is where
+      checkpoints and logs go by default.
+
+    Losses and correct counts accumulate on the device; the host reads them only every
+    ``log_every`` steps and at the end of an epoch. A NaN or infinite loss stops training with
+    :class:`NonFiniteLossError` naming the first bad step, before any checkpoint of it is saved.
 
     Example:
         >>> import mlx.optimizers as optim
@@ -33,7 +55,7 @@ class Trainer:
         >>> trainer = Trainer(model, optim.Adam(learning_rate=1e-3), verbose=False)
         >>> history = trainer.fit(DataLoader(data, batch_size=60, shuffle=True), epochs=1)
         >>> sorted(history[0])
-        ['accuracy', 'epoch', 'images_per_sec', 'loss', 'seconds']
+        ['accuracy', 'epoch', 'images_per_sec', 'loss', 'lr', 'seconds']
     """
 
     def __init__(
@@ -42,91 +64,189 @@ class Trainer:
         optimizer: optim.Optimizer | None = None,
         loss_fn: LossFn = cross_entropy,
         *,
+        callbacks: Sequence[Callback] = (),
+        precision: str = "float32",
+        clip_grad_norm: float | None = None,
+        accumulate: int = 1,
+        label_smoothing: float = 0.0,
+        ema_decay: float | None = None,
+        batch_transform: BatchTransform | None = None,
+        tta: bool = False,
+        top_k: int = 5,
+        seed: int = 0,
+        run_dir: str | os.PathLike | None = None,
         compile: bool = True,
         verbose: bool = True,
-        log_every: int = 20,
+        log_every: int = 50,
     ) -> None:
+        if label_smoothing:
+            if loss_fn is not cross_entropy:
+                raise ValueError("label_smoothing: only with the default cross_entropy loss")
+            loss_fn = label_smoothing_loss(label_smoothing)
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
+        self.callbacks = list(callbacks)
+        self.step_options = dict(
+            precision=precision, clip_grad_norm=clip_grad_norm, accumulate=accumulate
+        )
+        self.ema = EMA(model, ema_decay) if ema_decay else None
+        self.batch_transform = batch_transform
+        self.seed = int(seed)
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.compile = compile
         self.verbose = verbose
         self.log_every = max(1, int(log_every))
-        self.compile = compile
         self.train_step = None
-        self.eval_step = make_eval_step(model, loss_fn, compile=compile)
+        self.eval_step = make_eval_step(
+            model, loss_fn, compile=compile, precision=precision, top_k=top_k, tta=tta
+        )
         self.history: list[dict[str, Any]] = []
+        self.global_step = 0
+        self.position = {"epoch": 1, "batch": 0}
+        self.stop_training = False
+        self._bad_step = mx.array(-1)
 
-    def fit(self, train_loader: Batches, epochs: int, val_loader: Batches | None = None) -> list:
-        """Train for ``epochs`` epochs; return one dict of metrics per epoch (also in ``history``).
+    # ----------------------------------------------------------------- training
+    def fit(
+        self,
+        train_loader: Batches,
+        epochs: int,
+        val_loader: Batches | None = None,
+        resume: str | os.PathLike | None = None,
+    ) -> list[dict[str, Any]]:
+        """Train until ``epochs`` epochs are complete; return one record per epoch trained now.
 
-        Each dict holds ``epoch``, ``loss`` and ``accuracy`` (training batches, as augmented),
-        ``seconds``, ``images_per_sec`` and, with ``val_loader``, ``val_loss`` and
-        ``val_accuracy``. Accuracies are fractions in [0, 1].
+        A record holds ``epoch``, ``loss`` and ``accuracy`` (training batches, as augmented),
+        ``lr``, ``seconds``, ``images_per_sec`` and, with ``val_loader``, ``val_loss``,
+        ``val_accuracy``, ``val_top5`` (and ``ema_val_*`` with an EMA). Accuracies are
+        fractions. ``resume`` (a checkpoint or run folder) restores the whole training state
+        first and continues from the saved batch, mid-epoch if that is where it stopped.
         """
-        if epochs < 1:
-            raise ValueError(f"epochs: expected a positive int, got {epochs}")
         if self.optimizer is None:
             raise ValueError("fit: this Trainer has no optimizer; pass one to Trainer(...)")
+        if resume is not None:
+            self.restore(resume)
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs: expected a positive int, got {epochs!r}")
+        if self.position["epoch"] > epochs:
+            raise ValueError(
+                f"epochs={epochs}: this run has already completed {self.position['epoch'] - 1} "
+                "epochs; ask for more"
+            )
         if self.train_step is None:
             self.train_step = make_train_step(
-                self.model, self.optimizer, self.loss_fn, compile=self.compile
+                self.model, self.optimizer, self.loss_fn, compile=self.compile, **self.step_options
             )
-        start_epoch = len(self.history)
-        for epoch in range(start_epoch + 1, start_epoch + epochs + 1):
-            record = self._train_epoch(train_loader, epoch, start_epoch + epochs)
+        self.stop_training = False
+        self._call("on_fit_start")
+        trained = []
+        while self.position["epoch"] <= epochs and not self.stop_training:
+            epoch = self.position["epoch"]
+            self._call("on_epoch_start", epoch)
+            record = self._train_epoch(train_loader, epoch, epochs)
             if val_loader is not None:
-                val = self.evaluate(val_loader)
-                record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+                record.update(self._validate(val_loader))
             self.history.append(record)
-            if self.verbose:
-                tqdm.write(epoch_summary(record, start_epoch + epochs))
-        return self.history[start_epoch:]
+            trained.append(record)
+            self.position = {"epoch": epoch + 1, "batch": 0}
+            self.log(epoch_summary(record, epochs))
+            self._call("on_epoch_end", record)
+        self._call("on_fit_end")
+        return trained
 
     def _train_epoch(self, loader: Batches, epoch: int, last_epoch: int) -> dict[str, Any]:
+        from ..data.loader import batch_key
+
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch - 1)
         self.model.train()
-        total_loss = mx.array(0.0)
-        total_correct = mx.array(0)
-        seen = 0
+        skip = self.position["batch"]
+        totals = {"loss": mx.array(0.0), "correct": mx.array(0), "seen": 0}
         began = time.perf_counter()
         bar = tqdm(
             total=_length(loader),
+            initial=skip,
             desc=f"Epoch {epoch}/{last_epoch}",
             disable=not self.verbose,
             leave=False,
             unit="batch",
         )
-        for step, (images, labels) in enumerate(loader, start=1):
-            loss, correct = self.train_step(images, labels)
+        for index, (images, labels) in enumerate(loader):
+            if index < skip:
+                continue
+            targets = labels
+            if self.batch_transform is not None:
+                key = batch_key(self.seed + 1, epoch - 1, index)
+                images, targets = self.batch_transform(images, labels, key=key)
+            loss, correct = self.train_step(images, targets)
+            if self.ema is not None:
+                self.ema.update()
             n = labels.shape[0]
-            total_loss = total_loss + loss * n
-            total_correct = total_correct + correct
-            seen += n
-            mx.async_eval(total_loss, total_correct, self.model.state, self.optimizer.state)
-            if self.verbose and step % self.log_every == 0:
-                elapsed = time.perf_counter() - began
-                bar.set_postfix(
-                    loss=f"{total_loss.item() / seen:.4f}",
-                    acc=f"{100 * total_correct.item() / seen:.2f}%",
-                    img_s=f"{seen / elapsed:.0f}",
-                )
+            totals["loss"] = totals["loss"] + loss * n
+            totals["correct"] = totals["correct"] + correct
+            totals["seen"] += n
+            self._bad_step = mx.where(
+                (self._bad_step < 0) & ~mx.isfinite(loss), self.global_step + 1, self._bad_step
+            )
+            mx.async_eval(totals["loss"], totals["correct"], self._bad_step, self.train_step.state)
+            self.global_step += 1
+            self.position["batch"] = index + 1
             bar.update(1)
+            if self.global_step % self.log_every == 0:
+                logs = self._read(totals, began)
+                bar.set_postfix(
+                    loss=f"{logs['loss']:.4f}",
+                    acc=f"{100 * logs['accuracy']:.2f}%",
+                    img_s=f"{logs['images_per_sec']:.0f}",
+                )
+                self._call("on_log", logs)
         bar.close()
-        if seen == 0:
-            raise ValueError("train_loader: yielded no batches")
-        seconds = time.perf_counter() - began
+        if totals["seen"] == 0:
+            raise ValueError(f"train_loader: yielded no batches in epoch {epoch}")
+        record = {"epoch": epoch, **self._read(totals, began)}
+        record["seconds"] = time.perf_counter() - began
+        return record
+
+    def _read(self, totals: dict[str, Any], began: float) -> dict[str, Any]:
+        bad = int(self._bad_step.item())
+        if bad >= 0:
+            raise NonFiniteLossError(
+                f"the training loss became NaN or infinite at step {bad} (counting optimizer "
+                f"calls from 1; now epoch {self.position['epoch']}, batch "
+                f"{self.position['batch']}). Lower the learning rate, clip gradients "
+                "(clip_grad_norm=...) or check the data; checkpoints saved before this stay valid."
+            )
+        seen = totals["seen"]
         return {
-            "epoch": epoch,
-            "loss": total_loss.item() / seen,
-            "accuracy": total_correct.item() / seen,
-            "seconds": seconds,
-            "images_per_sec": seen / seconds,
+            "loss": totals["loss"].item() / seen,
+            "accuracy": totals["correct"].item() / seen,
+            "lr": self.learning_rate,
+            "images_per_sec": seen / max(time.perf_counter() - began, 1e-9),
         }
 
-    def evaluate(self, loader: Batches) -> dict[str, float]:
-        """Mean loss and accuracy (a fraction) of the model in eval mode over ``loader``."""
+    def _validate(self, loader: Batches) -> dict[str, float]:
+        result = {f"val_{k}": v for k, v in self._scalars(self.evaluate(loader)).items()}
+        if self.ema is not None:
+            with self.ema.swapped():
+                ema = self.evaluate(loader)
+            result.update({f"ema_val_{k}": v for k, v in self._scalars(ema).items()})
+        return result
+
+    @staticmethod
+    def _scalars(result: dict[str, Any]) -> dict[str, float]:
+        return {k: v for k, v in result.items() if isinstance(v, float)}
+
+    # --------------------------------------------------------------- evaluation
+    def evaluate(self, loader: Batches) -> dict[str, Any]:
+        """Metrics of the model in eval mode over ``loader``.
+
+        Returns ``loss``, ``accuracy``, ``top5`` (top-k accuracy, k = ``top_k``),
+        ``per_class_accuracy`` (a list) and ``confusion_matrix`` (rows: true class, columns:
+        predicted, as nested lists of counts).
+        """
         self.model.eval()
-        total_loss = mx.array(0.0)
-        total_correct = mx.array(0.0)
+        sums: dict[str, mx.array] | None = None
         seen = 0
         full = None
         for images, labels in loader:
@@ -135,19 +255,133 @@ class Trainer:
             weights = mx.ones((n,))
             if n < full:
                 images, labels, weights = _pad_batch(images, labels, weights, full)
-            loss_sum, correct = self.eval_step(images, labels, weights)
-            total_loss = total_loss + loss_sum
-            total_correct = total_correct + correct
+            batch = self.eval_step(images, labels, weights)
+            sums = batch if sums is None else {k: sums[k] + batch[k] for k in sums}
             seen += n
-            mx.async_eval(total_loss, total_correct)
-        if seen == 0:
+            mx.async_eval(sums)
+        if sums is None:
             raise ValueError("evaluate: the loader yielded no batches")
-        return {"loss": total_loss.item() / seen, "accuracy": total_correct.item() / seen}
+        confusion = np.array(sums["confusion"]).astype(np.int64)
+        per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+        return {
+            "loss": sums["loss"].item() / seen,
+            "accuracy": sums["correct"].item() / seen,
+            "top5": sums["top_k"].item() / seen,
+            "per_class_accuracy": per_class.tolist(),
+            "confusion_matrix": confusion.tolist(),
+        }
 
-    def predict(self, images: mx.array) -> mx.array:
-        """Logits of the model in eval mode for one batch of images."""
+    def predict(self, data: mx.array | Batches, probabilities: bool = True) -> mx.array:
+        """Class probabilities (or logits) of the model in eval mode, for a batch of images or
+        every batch of a loader (concatenated).
+
+        Example:
+            >>> import mlx.core as mx
+            >>> from mlxvision.models import create_model
+            >>> model = create_model("simple_cnn", num_classes=3, in_channels=1, input_size=8)
+            >>> Trainer(model).predict(mx.zeros((2, 8, 8, 1))).shape
+            (2, 3)
+        """
         self.model.eval()
-        return self.model(images)
+        batches = [data] if isinstance(data, mx.array) else (images for images, _ in data)
+        outputs = []
+        for images in batches:
+            logits = self.model(images).astype(mx.float32)
+            outputs.append(mx.softmax(logits, axis=-1) if probabilities else logits)
+        return mx.concatenate(outputs) if len(outputs) > 1 else outputs[0]
+
+    # ------------------------------------------------------------ state, resume
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate the optimizer used last (or will use first)."""
+        if self.optimizer is None:
+            return float("nan")
+        return float(np.array(self.optimizer.learning_rate))
+
+    def set_learning_rate(self, value: float) -> None:
+        """Set a constant learning rate (not available with a schedule function)."""
+        optimizer = self.optimizer
+        targets = getattr(optimizer, "optimizers", [optimizer])
+        for opt in targets:
+            if callable(getattr(opt, "_schedulers", {}).get("learning_rate")):
+                raise ValueError("set_learning_rate: the optimizer follows a schedule function")
+            opt.learning_rate = mx.array(value, dtype=mx.float32)
+
+    def save_checkpoint(self, where) -> Path:
+        """Save the whole training state: into a folder path, or through a CheckpointManager."""
+        from ..checkpoint import CheckpointManager, save_checkpoint
+
+        if self.train_step is None:
+            raise ValueError("save_checkpoint: nothing trained yet (call fit first)")
+        mx.eval(self.train_step.state)
+        record = self.history[-1] if self.history else {}
+        state = {
+            "epoch": self.position["epoch"],
+            "batch": self.position["batch"],
+            "global_step": self.global_step,
+            "micro_step": self.train_step.micro_step,
+            "seed": self.seed,
+            "history": self.history,
+            "metrics": {k: v for k, v in record.items() if isinstance(v, int | float)},
+        }
+        contents = dict(
+            optimizer_state=self.optimizer.state,
+            ema_weights=self.ema.shadow if self.ema else None,
+            arrays={
+                "random": list(mx.random.state),
+                "step": self.train_step.extra,
+                "ema_updates": self.ema.state["updates"] if self.ema else mx.array(0),
+            },
+            state=state,
+        )
+        if isinstance(where, CheckpointManager):
+            return where.save(self.global_step, self.model, **contents)
+        return save_checkpoint(where, self.model, **contents)
+
+    def restore(self, path: str | os.PathLike) -> Path:
+        """Load the training state saved by :meth:`save_checkpoint` (a checkpoint or run folder)."""
+        from ..checkpoint import read_arrays, read_state, resolve_checkpoint, verify_checkpoint
+        from ..checkpoint.model_file import check_weights
+
+        folder = resolve_checkpoint(path)
+        verify_checkpoint(folder)
+        state = read_state(folder)
+        weights = read_arrays(folder, "model")
+        check_weights(folder, self.model, dict(tree_flatten(weights)))
+        self.model.update(weights)
+        optimizer_state = read_arrays(folder, "optimizer")
+        if optimizer_state is not None:
+            self.optimizer.state = optimizer_state
+        arrays = read_arrays(folder, "arrays") or {}
+        if "random" in arrays:
+            high, low = (int(v) for v in np.array(arrays["random"][0]).tolist())
+            mx.random.seed((high << 32) | low)  # puts back exactly this key
+        if self.ema is not None:
+            shadow = read_arrays(folder, "ema")
+            if shadow is None:
+                raise ValueError(f"{folder}: saved without EMA, but this Trainer keeps one")
+            self.ema.state["shadow"] = shadow
+            self.ema.state["updates"] = arrays.get("ema_updates", mx.array(0))
+        self.train_step = make_train_step(
+            self.model, self.optimizer, self.loss_fn, compile=self.compile, **self.step_options
+        )
+        for key, value in (arrays.get("step") or {}).items():
+            self.train_step.extra[key] = value
+        self.train_step.micro_step = int(state.get("micro_step", 0))
+        self.history = list(state.get("history", []))
+        self.global_step = int(state["global_step"])
+        self.position = {"epoch": int(state["epoch"]), "batch": int(state["batch"])}
+        mx.eval(self.model.state, self.optimizer.state)
+        return folder
+
+    # ------------------------------------------------------------------ helpers
+    def log(self, message: str) -> None:
+        if self.verbose:
+            tqdm.write(message)
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
 
 
 def epoch_summary(record: dict[str, Any], epochs: int) -> str:
@@ -166,6 +400,8 @@ def epoch_summary(record: dict[str, Any], epochs: int) -> str:
             f", Val Loss: {record['val_loss']:.4f}, "
             f"Val Accuracy: {100 * record['val_accuracy']:.2f}%"
         )
+    if "ema_val_accuracy" in record:
+        line += f", EMA Val Accuracy: {100 * record['ema_val_accuracy']:.2f}%"
     if "images_per_sec" in record:
         line += f" ({record['images_per_sec']:.0f} images/s)"
     return line

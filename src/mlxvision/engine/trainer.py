@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from .losses import cross_entropy, label_smoothing_loss
 from .steps import LossFn, make_eval_step, make_train_step
 
 Batches = Iterable[tuple[mx.array, mx.array]]
-BatchTransform = Callable[..., tuple[mx.array, mx.array]]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -36,8 +35,10 @@ class Trainer:
       :func:`mlxvision.engine.make_train_step`.
     - ``ema_decay``: keep an exponential moving average of the weights, evaluated (``ema_val_*``)
       and saved beside the raw ones.
-    - ``batch_transform``: ``f(images, labels, key) -> (images, targets)`` applied to each
-      training batch (MixUp, CutMix), with a key derived from ``seed``, epoch and batch.
+    - MixUp/CutMix: give the training ``DataLoader`` a ``batch_transform``; its soft targets
+      train as they come.
+    - ``seed``: seeds MLX's random numbers (dropout, stochastic depth) when training starts;
+      with the loader's seed, a CPU run repeats bit for bit.
     - ``tta``: evaluate on each image and its mirror image, averaging the logits.
     - ``callbacks``: :class:`~mlxvision.engine.callbacks.Callback` objects; ``run_dir`` is where
       checkpoints and logs go by default.
@@ -70,10 +71,9 @@ class Trainer:
         accumulate: int = 1,
         label_smoothing: float = 0.0,
         ema_decay: float | None = None,
-        batch_transform: BatchTransform | None = None,
         tta: bool = False,
         top_k: int = 5,
-        seed: int = 0,
+        seed: int | None = None,
         run_dir: str | os.PathLike | None = None,
         compile: bool = True,
         verbose: bool = True,
@@ -91,8 +91,7 @@ class Trainer:
             precision=precision, clip_grad_norm=clip_grad_norm, accumulate=accumulate
         )
         self.ema = EMA(model, ema_decay) if ema_decay else None
-        self.batch_transform = batch_transform
-        self.seed = int(seed)
+        self.seed = seed
         self.run_dir = Path(run_dir) if run_dir else None
         self.compile = compile
         self.verbose = verbose
@@ -127,6 +126,8 @@ class Trainer:
             raise ValueError("fit: this Trainer has no optimizer; pass one to Trainer(...)")
         if resume is not None:
             self.restore(resume)
+        elif self.seed is not None and self.global_step == 0:
+            mx.random.seed(self.seed)
         if not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs: expected a positive int, got {epochs!r}")
         if self.position["epoch"] > epochs:
@@ -156,8 +157,6 @@ class Trainer:
         return trained
 
     def _train_epoch(self, loader: Batches, epoch: int, last_epoch: int) -> dict[str, Any]:
-        from ..data.loader import batch_key
-
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch - 1)
         self.model.train()
@@ -175,11 +174,7 @@ class Trainer:
         for index, (images, labels) in enumerate(loader):
             if index < skip:
                 continue
-            targets = labels
-            if self.batch_transform is not None:
-                key = batch_key(self.seed + 1, epoch - 1, index)
-                images, targets = self.batch_transform(images, labels, key=key)
-            loss, correct = self.train_step(images, targets)
+            loss, correct = self.train_step(images, labels)
             if self.ema is not None:
                 self.ema.update()
             n = labels.shape[0]

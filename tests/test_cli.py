@@ -27,13 +27,28 @@ def short_run(tmp_path_factory):
 
 def test_train_writes_a_run_folder(short_run, capsys):
     assert sorted(p.name for p in short_run.iterdir()) == [
-        "config.json",
+        "checkpoints",
         "metrics.jsonl",
         "model.safetensors",
+        "recipe.json",
+        "result.json",
     ]
     records = [json.loads(line) for line in (short_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
-    assert json.loads((short_run / "config.json").read_text())["model"] == "simple_cnn"
+    assert json.loads((short_run / "recipe.json").read_text())["model"] == "simple_cnn"
+    result = json.loads((short_run / "result.json").read_text())
+    assert result["test_accuracy"] == records[-1]["val_accuracy"]
+
+
+def test_resume_continues_a_run_to_more_epochs(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path), "--name", "r", "--quiet"]) == 0
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert main(["inspect", str(run)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["position"]["epoch"] == 3 and summary["kind"] == "checkpoint folder"
 
 
 def test_evaluate_reloads_to_the_accuracy_training_reported(short_run, capsys):
@@ -55,6 +70,8 @@ def test_export_mlxfn_gives_the_checkpoints_outputs(short_run, tmp_path, capsys)
 def test_missing_and_corrupt_checkpoints_are_named(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no checkpoint at"):
         main(["evaluate", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit, match="not a run folder"):
+        main(["train", "--resume", str(tmp_path)])
     bad = tmp_path / "model.safetensors"
     bad.write_bytes(b"\x00" * 20)
     assert main(["evaluate", str(bad)]) == 2

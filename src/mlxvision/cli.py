@@ -5,96 +5,51 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 MODEL_FILE = "model.safetensors"
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.json"
 
 
-def _datasets(name: str):
-    """``(train, test, mean, std, augmentation)`` of a dataset the CLI knows by name."""
-    from .data import Digits
-    from .data import transforms as T
-
-    if name == "digits":
-        augment = [T.RandomCrop(8, padding=1)]
-        return Digits(train=True), Digits(train=False), Digits.mean, Digits.std, augment
-    raise SystemExit(f"mlxvision: unknown dataset {name!r}; known datasets: digits")
-
-
-def _transform(mean: Sequence[float], std: Sequence[float], augment: Sequence = ()):
-    from .data import transforms as T
-
-    return T.Compose([*augment, T.ToTensor(), T.Normalize(mean, std)])
-
-
-def _resolve_checkpoint(path: str) -> Path:
+def _model_path(path: str) -> Path:
     target = Path(path)
-    if target.is_dir():
-        target = target / MODEL_FILE
-    if not target.is_file():
+    if target.is_dir() and (target / MODEL_FILE).is_file():
+        return target / MODEL_FILE
+    if not target.exists():
         raise SystemExit(f"mlxvision: no checkpoint at {path} (expected a run folder or a file)")
     return target
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import mlx.core as mx
-    import mlx.optimizers as optim
+    from .recipes import Recipe, get_recipe, run_recipe
+    from .recipes.run import CONFIG_FILE
 
-    from . import create_model, save
-    from .data import DataLoader
-    from .engine import Trainer
-
-    mx.random.seed(args.seed)
-    train, test, mean, std, augment = _datasets(args.dataset)
-    train = train.with_transform(_transform(mean, std, augment))
-    test = test.with_transform(_transform(mean, std))
-    height, width, channels = train.image_shape
-    model = create_model(
-        args.model, num_classes=train.num_classes, in_channels=channels, input_size=[height, width]
-    )
-    run = Path(args.out) / (args.name or time.strftime("%Y%m%d-%H%M%S"))
-    run.mkdir(parents=True, exist_ok=bool(args.name))
-    config = {
-        "dataset": args.dataset,
-        "model": args.model,
+    if args.resume:
+        saved = Path(args.resume) / CONFIG_FILE
+        if not saved.is_file():
+            raise SystemExit(f"mlxvision: {args.resume} is not a run folder (no {CONFIG_FILE})")
+        recipe = Recipe.from_dict(json.loads(saved.read_text()))
+    else:
+        recipe = get_recipe(args.recipe)
+    overrides = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
-        "schedule": args.schedule,
+        "model": args.model,
+        "precision": args.precision,
         "seed": args.seed,
-    }
-    (run / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    print(f"Training {args.model} on {args.dataset} ({len(train)} train / {len(test)} test images)")
-    loader = DataLoader(train, args.batch_size, shuffle=True, drop_last=True, seed=args.seed)
-    lr = args.lr
-    if args.schedule == "cosine":
-        lr = optim.cosine_decay(args.lr, args.epochs * len(loader), end=args.lr * 0.01)
-    trainer = Trainer(model, optim.Adam(learning_rate=lr), verbose=not args.quiet)
-    test_loader = DataLoader(test, args.batch_size)
-    began = time.perf_counter()
-    history = trainer.fit(loader, args.epochs, val_loader=test_loader)
-    seconds = time.perf_counter() - began
-    with open(run / METRICS_FILE, "w") as f:
-        for record in history:
-            f.write(json.dumps(record) + "\n")
-    metadata = {
         "dataset": args.dataset,
-        "classes": train.classes,
-        "mean": list(mean),
-        "std": list(std),
-        "input_shape": [height, width, channels],
+        "schedule": args.schedule,
     }
-    path = save(model, run / MODEL_FILE, metadata=metadata)
-    final = history[-1]
-    print(
-        f"Test Accuracy: {100 * final['val_accuracy']:.2f}% (loss {final['val_loss']:.4f}) "
-        f"after {args.epochs} epochs in {seconds:.1f} s"
+    recipe = recipe.replace(**{k: v for k, v in overrides.items() if v is not None})
+    run_recipe(
+        recipe,
+        data_root=args.data,
+        out=args.out,
+        name=args.name,
+        resume=args.resume,
+        verbose=not args.quiet,
     )
-    print(f"Saved {path}")
     return 0
 
 
@@ -103,21 +58,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import read_metadata
     from .data import DataLoader
     from .engine import Trainer
+    from .recipes import eval_transform, load_datasets
 
-    path = _resolve_checkpoint(args.path)
-    meta = read_metadata(path)["metadata"]
+    path = _model_path(args.path)
+    meta = read_metadata(path)["metadata"] if path.is_file() else {}
+    if path.is_dir():
+        meta = read_metadata(_checkpoint_model(path))["metadata"]
     dataset = args.dataset or meta.get("dataset")
     if not dataset or "mean" not in meta:
         raise SystemExit(f"mlxvision: {path} does not say which dataset it was trained on")
-    test = _datasets(dataset)[1].with_transform(_transform(meta["mean"], meta["std"]))
-    model = load(path)
-    trainer = Trainer(model, verbose=False)
-    result = trainer.evaluate(DataLoader(test, args.batch_size))
+    _, test = load_datasets(dataset, args.data or meta.get("data_root"))
+    test = test.with_transform(eval_transform(meta["mean"], meta["std"]))
+    model = load(path, ema=args.ema)
+    result = Trainer(model, verbose=False, tta=args.tta).evaluate(DataLoader(test, args.batch_size))
     print(
-        f"Test Accuracy: {100 * result['accuracy']:.2f}% (loss {result['loss']:.4f}) "
-        f"on {len(test)} {dataset} test images"
+        f"Test Accuracy: {100 * result['accuracy']:.2f}% (loss {result['loss']:.4f}, "
+        f"top-5 {100 * result['top5']:.2f}%) on {len(test)} {dataset} test images"
     )
+    if args.per_class:
+        classes = meta.get("classes") or [str(i) for i in range(len(result["per_class_accuracy"]))]
+        for name, accuracy in zip(classes, result["per_class_accuracy"], strict=True):
+            print(f"  {name}: {100 * accuracy:.2f}%")
     return 0
+
+
+def _checkpoint_model(path: Path) -> Path:
+    from .checkpoint import resolve_checkpoint
+
+    return resolve_checkpoint(path) / MODEL_FILE
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -125,8 +93,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .checkpoint import read_metadata
     from .export import export_mlxfn
 
-    path = _resolve_checkpoint(args.path)
-    meta = read_metadata(path)["metadata"]
+    path = _model_path(args.path)
+    meta = read_metadata(path if path.is_file() else _checkpoint_model(path))["metadata"]
     if "input_shape" not in meta:
         raise SystemExit(f"mlxvision: {path} does not record its input shape; export from Python")
     model = load(path)
@@ -134,6 +102,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     shape = (args.batch_size, *meta["input_shape"])
     written = export_mlxfn(model, out, shape, shapeless=args.shapeless, metadata=meta)
     print(f"Exported {written} (input {list(shape)}, NHWC float32)")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .checkpoint import inspect
+
+    summary = inspect(args.path)
+    if not args.tensors:
+        summary["tensors"] = f"{len(summary['tensors'])} tensors (--tensors lists them)"
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -146,40 +124,50 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .recipes import DATASETS, list_recipes
+
     parser = argparse.ArgumentParser(prog="mlxvision", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train a model and save a run folder")
-    train.add_argument("--dataset", default="digits", help="dataset name (default: digits)")
-    train.add_argument("--model", default="simple_cnn", help="registry name (default: simple_cnn)")
-    train.add_argument("--epochs", type=int, default=20)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    train.add_argument(
-        "--schedule",
-        choices=["cosine", "constant"],
-        default="cosine",
-        help="learning rate: cosine decay to lr/100 over the run (default), or constant",
-    )
-    train.add_argument("--seed", type=int, default=0)
+    train = commands.add_parser("train", help="train a recipe and save a run folder")
+    train.add_argument("--recipe", default="digits", choices=list_recipes(), help="default: digits")
+    train.add_argument("--data", help="folder of the dataset (not needed for digits)")
+    train.add_argument("--dataset", choices=DATASETS, help="override the recipe's dataset")
+    train.add_argument("--model", help="override the recipe's model (a registry name)")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float, help="peak learning rate")
+    train.add_argument("--schedule", choices=["onecycle", "cosine", "constant"])
+    train.add_argument("--precision", choices=["float32", "bfloat16", "float16"])
+    train.add_argument("--seed", type=int)
     train.add_argument("--out", default="runs", help="folder for run folders (default: runs)")
     train.add_argument("--name", help="run folder name (default: a timestamp)")
+    train.add_argument("--resume", help="run folder to continue from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     train.set_defaults(run=cmd_train)
 
-    evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint on its test split")
-    evaluate.add_argument("path", help="run folder or .safetensors checkpoint")
-    evaluate.add_argument("--dataset", help="dataset name (default: the one it was trained on)")
+    evaluate = commands.add_parser("evaluate", help="test a saved model on its test split")
+    evaluate.add_argument("path", help="run folder, checkpoint folder or .safetensors file")
+    evaluate.add_argument("--data", help="dataset folder (default: the one it was trained on)")
+    evaluate.add_argument("--dataset", choices=DATASETS, help="default: the one it was trained on")
     evaluate.add_argument("--batch-size", type=int, default=256)
+    evaluate.add_argument("--ema", action="store_true", help="use the EMA weights of a checkpoint")
+    evaluate.add_argument("--tta", action="store_true", help="average with mirrored images")
+    evaluate.add_argument("--per-class", action="store_true", help="print each class's accuracy")
     evaluate.set_defaults(run=cmd_evaluate)
 
-    export = commands.add_parser("export", help="export a checkpoint for deployment")
-    export.add_argument("path", help="run folder or .safetensors checkpoint")
+    export = commands.add_parser("export", help="export a saved model for deployment")
+    export.add_argument("path", help="run folder or .safetensors file")
     export.add_argument("--format", choices=["mlxfn"], default="mlxfn")
-    export.add_argument("--output", help="output file (default: beside the checkpoint)")
+    export.add_argument("--output", help="output file (default: beside the model)")
     export.add_argument("--batch-size", type=int, default=1, help="example batch size")
     export.add_argument("--shapeless", action="store_true", help="accept any batch size")
     export.set_defaults(run=cmd_export)
+
+    inspect = commands.add_parser("inspect", help="print what a checkpoint holds")
+    inspect.add_argument("path", help="run folder, checkpoint folder or .safetensors file")
+    inspect.add_argument("--tensors", action="store_true", help="list every tensor")
+    inspect.set_defaults(run=cmd_inspect)
 
     info = commands.add_parser("info", help="versions, device and BLAS in use")
     info.set_defaults(run=cmd_info)
@@ -192,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.run(args)
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
+    except (CheckpointError, FileNotFoundError, ValueError, ImportError) as err:
         print(f"mlxvision {args.command}: error: {err}", file=sys.stderr)
         return 2
 

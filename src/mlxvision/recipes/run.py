@@ -1,0 +1,169 @@
+"""Run a recipe end to end: data, model, training, test, saved run folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.optimizers as optim
+
+from ..checkpoint import save
+from ..data import DataLoader
+from ..data import transforms as T
+from ..engine import Trainer, callbacks, schedules
+from ..engine.optimizers import with_weight_decay
+from ..models import create_model
+from .catalog import load_datasets
+from .recipe import Recipe
+
+MODEL_FILE = "model.safetensors"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "recipe.json"
+RESULT_FILE = "result.json"
+
+
+def train_transform(recipe: Recipe, image_shape, mean, std) -> T.Transform:
+    """The recipe's augmentation followed by ``ToTensor`` and ``Normalize``."""
+    height, width, _ = image_shape
+    steps: list[T.Transform] = []
+    for name in recipe.augment:
+        if name == "crop":
+            steps.append(T.RandomCrop((height, width), padding=recipe.crop_padding))
+        elif name == "resized_crop":
+            steps.append(T.RandomResizedCrop((height, width)))
+        elif name == "flip":
+            steps.append(T.RandomHorizontalFlip())
+        else:
+            raise ValueError(f"recipe {recipe.name}: unknown augmentation {name!r}")
+    return T.Compose([*steps, *eval_transform(mean, std).transforms])
+
+
+def eval_transform(mean, std) -> T.Compose:
+    return T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+
+
+def make_optimizer(recipe: Recipe, steps_per_epoch: int) -> optim.Optimizer:
+    total = recipe.epochs * steps_per_epoch
+    if recipe.schedule == "onecycle":
+        lr = schedules.one_cycle(recipe.lr, total)
+    elif recipe.schedule == "cosine":
+        warmup = int(recipe.warmup_epochs * steps_per_epoch)
+        lr = schedules.warmup_cosine(recipe.lr, total, warmup, end_lr=recipe.lr * 0.01)
+    elif recipe.schedule == "constant":
+        lr = recipe.lr
+    else:
+        raise ValueError(f"recipe {recipe.name}: unknown schedule {recipe.schedule!r}")
+    if recipe.optimizer == "sgd":
+        return with_weight_decay(
+            optim.SGD,
+            recipe.weight_decay,
+            learning_rate=lr,
+            momentum=recipe.momentum,
+            nesterov=recipe.nesterov,
+        )
+    if recipe.optimizer == "adamw":
+        return with_weight_decay(optim.AdamW, recipe.weight_decay, learning_rate=lr)
+    if recipe.optimizer == "adam":
+        if recipe.weight_decay:
+            raise ValueError(f"recipe {recipe.name}: use adamw for weight decay, not adam")
+        return optim.Adam(learning_rate=lr)
+    raise ValueError(f"recipe {recipe.name}: unknown optimizer {recipe.optimizer!r}")
+
+
+def run_recipe(
+    recipe: Recipe,
+    *,
+    data_root: str | os.PathLike | None = None,
+    out: str | os.PathLike = "runs",
+    name: str | None = None,
+    resume: str | os.PathLike | None = None,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Train ``recipe`` into a run folder and test it; return the result summary.
+
+    The run folder holds ``recipe.json``, ``metrics.jsonl`` (one line per epoch),
+    ``checkpoints/`` (the last and the best, for ``resume``), ``model.safetensors`` (the final
+    model, loadable with ``mlxvision.load``) and ``result.json``.
+
+    Example:
+        >>> from mlxvision.recipes import get_recipe
+        >>> import tempfile
+        >>> result = run_recipe(get_recipe("digits").replace(epochs=1), out=tempfile.mkdtemp(),
+        ...                     name="demo", verbose=False)
+        >>> sorted(result)[:3]
+        ['epochs', 'images_per_sec', 'model']
+    """
+    run = Path(resume) if resume else Path(out) / (name or time.strftime("%Y%m%d-%H%M%S"))
+    if resume and not run.is_dir():
+        raise FileNotFoundError(f"{run}: no run folder to resume")
+    run.mkdir(parents=True, exist_ok=True)
+    if resume is None:
+        (run / CONFIG_FILE).write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
+    mx.random.seed(recipe.seed)
+    train, test = load_datasets(recipe.dataset, data_root)
+    mean, std = recipe.normalize or (train.mean, train.std)
+    train = train.with_transform(train_transform(recipe, train.image_shape, mean, std))
+    test = test.with_transform(eval_transform(mean, std))
+    height, width, channels = train.image_shape
+    kwargs = {"num_classes": train.num_classes, "in_channels": channels, **recipe.model_kwargs}
+    if recipe.model == "simple_cnn":
+        kwargs.setdefault("input_size", [height, width])
+    model = create_model(recipe.model, **kwargs)
+    loader = DataLoader(train, recipe.batch_size, shuffle=True, drop_last=True, seed=recipe.seed)
+    test_loader = DataLoader(test, min(1024, max(recipe.batch_size, 256)))
+    trainer = Trainer(
+        model,
+        make_optimizer(recipe, len(loader)),
+        callbacks=[
+            callbacks.JSONLinesLogger(run / METRICS_FILE),
+            callbacks.ModelCheckpoint(monitor="val_accuracy", keep_last=1, keep_best=1),
+        ],
+        precision=recipe.precision,
+        label_smoothing=recipe.label_smoothing,
+        ema_decay=recipe.ema_decay,
+        tta=recipe.tta,
+        seed=recipe.seed,
+        run_dir=run,
+        verbose=verbose,
+    )
+    if verbose:
+        print(
+            f"Training {recipe.model} on {recipe.dataset} ({len(train)} train / {len(test)} test "
+            f"images) with recipe {recipe.name}; run folder {run}"
+        )
+    began = time.perf_counter()
+    trainer.fit(loader, recipe.epochs, val_loader=test_loader, resume=resume and run)
+    seconds = time.perf_counter() - began
+    final = trainer.evaluate(test_loader)
+    metadata = {
+        "dataset": recipe.dataset,
+        "data_root": str(data_root) if data_root else None,
+        "classes": train.classes,
+        "mean": list(mean),
+        "std": list(std),
+        "input_shape": [height, width, channels],
+        "recipe": recipe.name,
+    }
+    save(model, run / MODEL_FILE, metadata=metadata)
+    result = {
+        "run": str(run),
+        "recipe": recipe.name,
+        "model": recipe.model,
+        "epochs": recipe.epochs,
+        "test_accuracy": final["accuracy"],
+        "test_loss": final["loss"],
+        "train_seconds": seconds,
+        "images_per_sec": sum(r["images_per_sec"] for r in trainer.history) / len(trainer.history),
+    }
+    (run / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    if verbose:
+        print(
+            f"Test Accuracy: {100 * final['accuracy']:.2f}% (loss {final['loss']:.4f}) "
+            f"after {recipe.epochs} epochs in {seconds:.1f} s"
+        )
+        print(f"Saved {run / MODEL_FILE}")
+    return result

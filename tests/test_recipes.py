@@ -22,7 +22,7 @@ def test_recipes_are_registered_and_round_trip_through_json():
 def test_bad_recipe_names_and_fields_are_named():
     with pytest.raises(ValueError, match="Unknown recipe 'nope'.*digits"):
         get_recipe("nope")
-    with pytest.raises(ValueError, match="no field epoch "):
+    with pytest.raises(ValueError, match="no field epoch;"):
         get_recipe("digits").replace(epoch=3)
 
 

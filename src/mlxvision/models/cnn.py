@@ -23,6 +23,8 @@ class SimpleCNN(ImageClassifier):
         (2, 10)
     """
 
+    classifier_name = "fc2"
+
     def __init__(
         self,
         num_classes: int = 10,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import mlx.nn as nn
@@ -15,13 +17,47 @@ from .base import ModelSpec
 
 @dataclass(frozen=True)
 class ModelCard:
-    """What the registry knows about a model: its builder, default input size and paper."""
+    """What the registry knows about a model: builder, default input size, paper, and the
+    parameters and multiply-adds of the default model (``num_classes`` and ``in_channels`` at
+    the builder's defaults) at its default input size, counted on first use.
+
+    Example:
+        >>> card = model_card("resnet20")
+        >>> card.params, card.macs, card.input_size
+        (269722, 40551040, (32, 32))
+        >>> str(card).splitlines()[0]
+        'resnet20: 0.27 M parameters, 40.6 M multiply-adds at 32×32'
+    """
 
     name: str
     builder: Callable[..., nn.Module]
     input_size: tuple[int, int]
     paper: str
     description: str
+
+    @cached_property
+    def params(self) -> int:
+        """Parameter count of the default model (BatchNorm running statistics excluded)."""
+        from .base import count_parameters
+
+        return count_parameters(self.builder())
+
+    @cached_property
+    def macs(self) -> int:
+        """Multiply-adds of one image at ``input_size`` through the default model."""
+        from .complexity import count_multiply_adds
+
+        model = self.builder()
+        channels = getattr(model, "in_channels", 3)
+        return count_multiply_adds(model, (1, *self.input_size, channels))
+
+    def __str__(self) -> str:
+        height, width = self.input_size
+        text = (
+            f"{self.name}: {self.params / 1e6:.2f} M parameters, {self.macs / 1e6:.1f} M "
+            f"multiply-adds at {height}×{width}"
+        )
+        return text + "".join(f"\n  {line}" for line in (self.description, self.paper) if line)
 
 
 _REGISTRY: dict[str, ModelCard] = {}
@@ -70,8 +106,15 @@ def model_card(name: str) -> ModelCard:
     return _REGISTRY[name]
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+def create_model(
+    name: str, pretrained: str | os.PathLike | None = None, **kwargs: Any
+) -> nn.Module:
     """Build a registered model; the model remembers ``name`` and ``kwargs`` as ``model.spec``.
+
+    ``pretrained`` is a safetensors file of weights in mlxvision's layout (written by
+    :func:`mlxvision.save`, or by ``mx.save_safetensors(path, dict(tree_flatten(
+    model.parameters())))``); the weights must fit exactly and the model is returned in eval
+    mode. Convert torchvision weights with :func:`mlxvision.models.convert_torch_state_dict`.
 
     Example:
         >>> model = create_model("simple_cnn", num_classes=10, in_channels=1, input_size=8)
@@ -81,4 +124,8 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     card = model_card(name)
     model = card.builder(**kwargs)
     model.spec = ModelSpec(name, dict(kwargs))
+    if pretrained is not None:
+        from ..checkpoint import load
+
+        model = load(pretrained, model=model)
     return model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,18 @@ def make_optimizer(recipe: Recipe, steps_per_epoch: int) -> optim.Optimizer:
     raise ValueError(f"recipe {recipe.name}: unknown optimizer {recipe.optimizer!r}")
 
 
+def _plots(run: Path, history, confusion, classes) -> None:
+    try:
+        from ..plot import plot_confusion_matrix, plot_history
+    except ImportError:
+        return
+    try:
+        plot_history(history, run / "curves.png")
+        plot_confusion_matrix(confusion, classes, run / "confusion.png")
+    except ImportError:
+        pass  # matplotlib is optional: the run folder simply has no pictures
+
+
 def run_recipe(
     recipe: Recipe,
     *,
@@ -82,12 +95,14 @@ def run_recipe(
     name: str | None = None,
     resume: str | os.PathLike | None = None,
     verbose: bool = True,
+    extra_callbacks: Sequence[callbacks.Callback] = (),
 ) -> dict[str, Any]:
     """Train ``recipe`` into a run folder and test it; return the result summary.
 
     The run folder holds ``recipe.json``, ``metrics.jsonl`` (one line per epoch),
     ``checkpoints/`` (the last and the best, for ``resume``), ``model.safetensors`` (the final
-    model, loadable with ``mlxvision.load``) and ``result.json``.
+    model, loadable with ``mlxvision.load``), ``result.json`` and, with matplotlib installed,
+    ``curves.png`` and ``confusion.png``.
 
     Example:
         >>> from mlxvision.recipes import get_recipe
@@ -121,6 +136,7 @@ def run_recipe(
         callbacks=[
             callbacks.JSONLinesLogger(run / METRICS_FILE),
             callbacks.ModelCheckpoint(monitor="val_accuracy", keep_last=1, keep_best=1),
+            *extra_callbacks,
         ],
         precision=recipe.precision,
         label_smoothing=recipe.label_smoothing,
@@ -160,6 +176,7 @@ def run_recipe(
         "images_per_sec": sum(r["images_per_sec"] for r in trainer.history) / len(trainer.history),
     }
     (run / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    _plots(run, trainer.history, final["confusion_matrix"], train.classes)
     if verbose:
         print(
             f"Test Accuracy: {100 * final['accuracy']:.2f}% (loss {final['loss']:.4f}) "

@@ -53,6 +53,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .recipes import get_recipe
+    from .tune import tune
+
+    recipe = get_recipe(args.recipe)
+    if args.epochs:
+        recipe = recipe.replace(epochs=args.epochs)
+    tune(
+        recipe,
+        args.trials,
+        data_root=args.data,
+        out=args.out,
+        seed=args.seed,
+        val_split=args.val_split,
+        timeout=args.timeout,
+    )
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import load
     from .checkpoint import read_metadata
@@ -145,6 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", help="run folder to continue from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     train.set_defaults(run=cmd_train)
+
+    tune = commands.add_parser("tune", help="search learning rate, weight decay, batch size, ...")
+    tune.add_argument("--recipe", default="digits", choices=list_recipes(), help="default: digits")
+    tune.add_argument("--data", help="folder of the dataset (not needed for digits)")
+    tune.add_argument("--trials", type=int, default=20)
+    tune.add_argument("--epochs", type=int, help="epochs per trial (default: the recipe's)")
+    tune.add_argument("--val-split", type=float, default=0.1, help="held-out training fraction")
+    tune.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--out", default="tune", help="folder for the trials (default: tune)")
+    tune.set_defaults(run=cmd_tune)
 
     evaluate = commands.add_parser("evaluate", help="test a saved model on its test split")
     evaluate.add_argument("path", help="run folder, checkpoint folder or .safetensors file")

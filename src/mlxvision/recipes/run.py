@@ -11,6 +11,7 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.optimizers as optim
+import numpy as np
 
 from ..checkpoint import save
 from ..data import DataLoader
@@ -75,6 +76,14 @@ def make_optimizer(recipe: Recipe, steps_per_epoch: int) -> optim.Optimizer:
     raise ValueError(f"recipe {recipe.name}: unknown optimizer {recipe.optimizer!r}")
 
 
+def _hold_out(train, fraction: float, seed: int):
+    if not 0 < fraction < 1:
+        raise ValueError(f"val_split: expected a fraction in (0, 1), got {fraction}")
+    order = np.random.default_rng([seed, 7]).permutation(len(train))
+    count = max(1, int(round(fraction * len(train))))
+    return train.subset(np.sort(order[count:])), train.subset(np.sort(order[:count]))
+
+
 def _plots(run: Path, history, confusion, classes) -> None:
     try:
         from ..plot import plot_confusion_matrix, plot_history
@@ -96,6 +105,7 @@ def run_recipe(
     resume: str | os.PathLike | None = None,
     verbose: bool = True,
     extra_callbacks: Sequence[callbacks.Callback] = (),
+    val_split: float = 0.0,
 ) -> dict[str, Any]:
     """Train ``recipe`` into a run folder and test it; return the result summary.
 
@@ -103,6 +113,11 @@ def run_recipe(
     ``checkpoints/`` (the last and the best, for ``resume``), ``model.safetensors`` (the final
     model, loadable with ``mlxvision.load``), ``result.json`` and, with matplotlib installed,
     ``curves.png`` and ``confusion.png``.
+
+    By default the test split is evaluated after every epoch, as the classic tutorial does.
+    ``val_split=f`` instead holds out a seeded fraction ``f`` of the training data for the
+    per-epoch validation (and for choosing the best checkpoint); the test split is then used
+    only once, at the end.
 
     Example:
         >>> from mlxvision.recipes import get_recipe
@@ -121,6 +136,9 @@ def run_recipe(
     mx.random.seed(recipe.seed)
     train, test = load_datasets(recipe.dataset, data_root)
     mean, std = recipe.normalize or (train.mean, train.std)
+    val = None
+    if val_split:
+        train, val = _hold_out(train, val_split, recipe.seed)
     train = train.with_transform(train_transform(recipe, train.image_shape, mean, std))
     test = test.with_transform(eval_transform(mean, std))
     height, width, channels = train.image_shape
@@ -130,6 +148,10 @@ def run_recipe(
     model = create_model(recipe.model, **kwargs)
     loader = DataLoader(train, recipe.batch_size, shuffle=True, drop_last=True, seed=recipe.seed)
     test_loader = DataLoader(test, min(1024, max(recipe.batch_size, 256)))
+    val_loader = test_loader
+    if val is not None:
+        val = val.with_transform(eval_transform(mean, std))
+        val_loader = DataLoader(val, test_loader.batch_size)
     trainer = Trainer(
         model,
         make_optimizer(recipe, len(loader)),
@@ -152,7 +174,7 @@ def run_recipe(
             f"images) with recipe {recipe.name}; run folder {run}"
         )
     began = time.perf_counter()
-    trainer.fit(loader, recipe.epochs, val_loader=test_loader, resume=resume and run)
+    trainer.fit(loader, recipe.epochs, val_loader=val_loader, resume=resume and run)
     seconds = time.perf_counter() - began
     final = trainer.evaluate(test_loader)
     metadata = {
@@ -172,6 +194,7 @@ def run_recipe(
         "epochs": recipe.epochs,
         "test_accuracy": final["accuracy"],
         "test_loss": final["loss"],
+        "val_accuracy": trainer.history[-1]["val_accuracy"],
         "train_seconds": seconds,
         "images_per_sec": sum(r["images_per_sec"] for r in trainer.history) / len(trainer.history),
     }

@@ -9,7 +9,16 @@ Example:
 """
 
 from . import transforms
-from .datasets import CIFAR10, CIFAR100, KMNIST, MNIST, ArrayDataset, Digits, FashionMNIST
+from .datasets import (
+    CIFAR10,
+    CIFAR100,
+    KMNIST,
+    MNIST,
+    ArrayDataset,
+    Digits,
+    FashionMNIST,
+    ImageFolder,
+)
 from .download import download, extract_archive
 from .loader import DataLoader
 
@@ -22,6 +31,7 @@ __all__ = [
     "DataLoader",
     "Digits",
     "FashionMNIST",
+    "ImageFolder",
     "download",
     "extract_archive",
     "transforms",

@@ -13,17 +13,17 @@ from .datasets.arrays import ArrayDataset
 BatchTransform = Callable[..., tuple[mx.array, mx.array]]
 
 
-def batch_key(seed: int, epoch: int, batch: int, stream: int = 0) -> mx.array:
-    """The random key of one batch: a pure function of ``(seed, epoch, batch)``.
+def batch_key(seed: int, epoch: int, batch: int, stream: int = 0, rank: int = 0) -> mx.array:
+    """The random key of one batch: a pure function of ``(seed, epoch, batch, stream, rank)``.
 
     ``stream`` tells independent uses apart: the dataset's transform gets stream 0, the loader's
-    ``batch_transform`` stream 1.
+    ``batch_transform`` stream 1. ``rank`` gives each data-parallel process its own draws.
 
     Example:
         >>> bool((batch_key(0, 1, 2) == batch_key(0, 1, 2)).all())
         True
     """
-    entropy = [seed, epoch, batch] + ([stream] if stream else [])
+    entropy = [seed, epoch, batch] + ([stream] if stream or rank else []) + ([rank] if rank else [])
     state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]
     return mx.random.key(int(state))
 
@@ -82,7 +82,8 @@ class DataLoader:
         if not hasattr(dataset, "images") or not hasattr(dataset, "labels"):
             raise TypeError(
                 f"dataset: expected an in-memory dataset with .images and .labels "
-                f"(for example ArrayDataset), got {type(dataset).__name__}"
+                f"(for example ArrayDataset), got {type(dataset).__name__}; for an ImageFolder "
+                "use ImageFolder(...).to_arrays(), or stream it with ImageFolder(...).batches()"
             )
         if not isinstance(world_size, int) or world_size < 1:
             raise ValueError(f"world_size: expected a positive int, got {world_size!r}")
@@ -139,10 +140,10 @@ class DataLoader:
         ds = self.dataset
         images, labels = mx.array(ds.images[idx]), mx.array(ds.labels[idx])
         if ds.transform is not None:
-            images = ds.transform(images, key=batch_key(self.seed, epoch, b))
+            images = ds.transform(images, key=batch_key(self.seed, epoch, b, rank=self.rank))
         if self.batch_transform is not None:
             images, labels = self.batch_transform(
-                images, labels, key=batch_key(self.seed, epoch, b, stream=1)
+                images, labels, key=batch_key(self.seed, epoch, b, stream=1, rank=self.rank)
             )
         return images, labels
 

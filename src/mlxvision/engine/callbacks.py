@@ -96,11 +96,13 @@ class ModelCheckpoint(Callback):
 
     def on_log(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         step = trainer.global_step
-        if self.every_n_steps and step % self.every_n_steps == 0 and trainer.position["batch"]:
+        due = self.every_n_steps and step % self.every_n_steps == 0 and trainer.position["batch"]
+        if due and trainer.is_main:
             trainer.save_checkpoint(self.manager)
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        trainer.save_checkpoint(self.manager)
+        if trainer.is_main:
+            trainer.save_checkpoint(self.manager)
 
     @property
     def best_path(self) -> Path | None:
@@ -188,6 +190,8 @@ class CSVLogger(Callback):
         self.path = Path(path)
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if not trainer.is_main:
+            return
         new = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", newline="") as f:
@@ -208,13 +212,15 @@ class JSONLinesLogger(Callback):
         self.path = Path(path)
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if not trainer.is_main:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
 
 class TensorBoardLogger(Callback):
-    """Write epoch metrics (and step losses at log intervals) for TensorBoard.
+    """Write epoch metrics (and step losses at log intervals) for TensorBoard (on rank 0 only).
 
     Needs ``tensorboardX`` (``pip install tensorboardX``); the error says so if it is missing.
 
@@ -232,11 +238,15 @@ class TensorBoardLogger(Callback):
         self.writer = SummaryWriter(str(logdir))
 
     def on_log(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        if not trainer.is_main:
+            return
         for key in ("loss", "accuracy", "lr"):
             if key in logs:
                 self.writer.add_scalar(f"step/{key}", logs[key], trainer.global_step)
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if not trainer.is_main:
+            return
         for key, value in record.items():
             if isinstance(value, int | float) and math.isfinite(value) and key != "epoch":
                 self.writer.add_scalar(f"epoch/{key}", value, record["epoch"])

@@ -37,6 +37,7 @@ class TrainStep:
         precision: str = "float32",
         clip_grad_norm: float | None = None,
         accumulate: int = 1,
+        group: mx.distributed.Group | None = None,
     ) -> None:
         if accumulate < 1:
             raise ValueError(f"accumulate: expected a positive int, got {accumulate}")
@@ -49,6 +50,7 @@ class TrainStep:
         self.precision = precision
         self.clip_grad_norm = clip_grad_norm
         self.accumulate = int(accumulate)
+        self.group = group if group is not None and group.size() > 1 else None
         self.scaler = LossScaler() if precision == "float16" else None
         self.micro_step = 0
         optimizer.init(model.trainable_parameters())  # state must exist before compile captures it
@@ -103,6 +105,8 @@ class TrainStep:
             total = tree_map(mx.add, self.extra["grads"], grads)
             grads = tree_map(lambda g: g / self.accumulate, total)
             self.extra["grads"] = tree_map(mx.zeros_like, total)
+        if self.group is not None:
+            grads = nn.utils.average_gradients(grads, group=self.group)
         if self.scaler is not None:
             grads = tree_map(lambda g: g / self.scaler.scale, grads)
         if self.clip_grad_norm is not None:
@@ -144,6 +148,7 @@ def make_train_step(
     precision: str = "float32",
     clip_grad_norm: float | None = None,
     accumulate: int = 1,
+    group: mx.distributed.Group | None = None,
 ) -> TrainStep:
     """A function that trains ``model`` on one batch and returns ``(loss, correct)``.
 
@@ -155,6 +160,9 @@ def make_train_step(
     - ``accumulate=k`` sums gradients over ``k`` calls and updates once, with their mean: ``k``
       micro-batches of size ``b`` train like one batch of ``k·b`` (for models without
       batch-statistics layers).
+    - ``group`` (an ``mx.distributed`` group of several processes): gradients are averaged
+      over the group before each update, in few large messages; every process then applies the
+      same update. Each process's batch is its shard of the global batch.
 
     The model runs in training mode inside the step. Call it with batches of one shape (drop or
     pad the last batch): each new shape compiles the step again.
@@ -176,6 +184,7 @@ def make_train_step(
         precision=precision,
         clip_grad_norm=clip_grad_norm,
         accumulate=accumulate,
+        group=group,
     )
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -16,6 +19,7 @@ from mlx.utils import tree_flatten
 from tqdm.auto import tqdm
 
 from .callbacks import Callback
+from .distributed import init as distributed_init
 from .ema import EMA
 from .losses import cross_entropy, label_smoothing_loss
 from .steps import LossFn, make_eval_step, make_train_step
@@ -25,6 +29,10 @@ Batches = Iterable[tuple[mx.array, mx.array]]
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class DistributedError(RuntimeError):
+    """Another process of a distributed job died or could not be reached."""
 
 
 class Trainer:
@@ -42,6 +50,14 @@ class Trainer:
     - ``tta``: evaluate on each image and its mirror image, averaging the logits.
     - ``callbacks``: :class:`~mlxvision.engine.callbacks.Callback` objects; ``run_dir`` is where
       checkpoints and logs go by default.
+    - ``distributed=True``: data-parallel over the processes of an ``mx.distributed`` job
+      (started with ``mlx.launch``). The training loader is sharded by rank (its ``batch_size``
+      is per process: the global batch is ``batch_size × world_size``; no learning rate is
+      rescaled for you); gradients are averaged before each update; BatchNorm statistics are
+      per process within a step and averaged at each epoch end; metrics are summed over all
+      processes; only rank 0 prints and writes files; every rank resumes from the same
+      checkpoint. If no progress is seen for ``watchdog_timeout`` seconds (a process died),
+      the others stop with a message instead of waiting forever.
 
     Losses and correct counts accumulate on the device; the host reads them only every
     ``log_every`` steps and at the end of an epoch. A NaN or infinite loss stops training with
@@ -75,6 +91,8 @@ class Trainer:
         top_k: int = 5,
         seed: int | None = None,
         run_dir: str | os.PathLike | None = None,
+        distributed: bool = False,
+        watchdog_timeout: float = 600.0,
         compile: bool = True,
         verbose: bool = True,
         log_every: int = 50,
@@ -93,8 +111,13 @@ class Trainer:
         self.ema = EMA(model, ema_decay) if ema_decay else None
         self.seed = seed
         self.run_dir = Path(run_dir) if run_dir else None
+        self.group = distributed_init() if distributed else None
+        self.rank = self.group.rank() if self.group else 0
+        self.world_size = self.group.size() if self.group else 1
+        self.watchdog_timeout = watchdog_timeout
+        self._watchdog = None
         self.compile = compile
-        self.verbose = verbose
+        self.verbose = verbose and self.rank == 0
         self.log_every = max(1, int(log_every))
         self.train_step = None
         self.eval_step = make_eval_step(
@@ -127,7 +150,9 @@ class Trainer:
         if resume is not None:
             self.restore(resume)
         elif self.seed is not None and self.global_step == 0:
-            mx.random.seed(self.seed)
+            mx.random.seed(self.seed + self.rank)
+        if self.group is not None:
+            self._prepare_distributed(train_loader)
         if not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs: expected a positive int, got {epochs!r}")
         if self.position["epoch"] > epochs:
@@ -136,16 +161,23 @@ class Trainer:
                 "epochs; ask for more"
             )
         if self.train_step is None:
-            self.train_step = make_train_step(
-                self.model, self.optimizer, self.loss_fn, compile=self.compile, **self.step_options
-            )
+            self.train_step = self._make_train_step()
         self.stop_training = False
         self._call("on_fit_start")
         trained = []
         while self.position["epoch"] <= epochs and not self.stop_training:
             epoch = self.position["epoch"]
             self._call("on_epoch_start", epoch)
-            record = self._train_epoch(train_loader, epoch, epochs)
+            try:
+                record = self._train_epoch(train_loader, epoch, epochs)
+            except RuntimeError as err:
+                if self.group is None or isinstance(err, NonFiniteLossError):
+                    raise
+                raise DistributedError(
+                    f"rank {self.rank}: lost contact with another process of the job at step "
+                    f"{self.global_step} ({err}). Checkpoints saved before this are intact; "
+                    "restart the job with resume=... to continue."
+                ) from err
             if val_loader is not None:
                 record.update(self._validate(val_loader))
             self.history.append(record)
@@ -154,7 +186,44 @@ class Trainer:
             self.log(epoch_summary(record, epochs))
             self._call("on_epoch_end", record)
         self._call("on_fit_end")
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
         return trained
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that prints and writes files (rank 0)."""
+        return self.rank == 0
+
+    def _make_train_step(self):
+        return make_train_step(
+            self.model,
+            self.optimizer,
+            self.loss_fn,
+            compile=self.compile,
+            group=self.group,
+            **self.step_options,
+        )
+
+    def _prepare_distributed(self, loader: Batches) -> None:
+        from .distributed import Watchdog, check_same_weights
+
+        if getattr(loader, "world_size", None) == 1 and self.world_size > 1:
+            loader.rank, loader.world_size = self.rank, self.world_size
+            self.log(
+                f"Sharded the training loader over {self.world_size} processes: global batch "
+                f"{loader.batch_size * self.world_size} = {self.world_size} × {loader.batch_size}"
+            )
+        elif getattr(loader, "world_size", self.world_size) != self.world_size:
+            raise ValueError(
+                f"train_loader: sharded for world_size={loader.world_size} but the job has "
+                f"{self.world_size} processes"
+            )
+        check_same_weights(self.model, self.group)
+        if self.world_size > 1 and self._watchdog is None:
+            self._watchdog = Watchdog(self.rank, self.watchdog_timeout)
+            stop_on_sigterm(self.rank)
 
     def _train_epoch(self, loader: Batches, epoch: int, last_epoch: int) -> dict[str, Any]:
         if hasattr(loader, "set_epoch"):
@@ -188,6 +257,8 @@ class Trainer:
             self.global_step += 1
             self.position["batch"] = index + 1
             bar.update(1)
+            if self._watchdog is not None:
+                self._watchdog.pet()
             if self.global_step % self.log_every == 0:
                 logs = self._read(totals, began)
                 bar.set_postfix(
@@ -201,6 +272,10 @@ class Trainer:
             raise ValueError(f"train_loader: yielded no batches in epoch {epoch}")
         record = {"epoch": epoch, **self._read(totals, began)}
         record["seconds"] = time.perf_counter() - began
+        if self.group is not None:
+            from .distributed import sync_batch_norm_statistics
+
+            sync_batch_norm_statistics(self.model, self.group)
         return record
 
     def _read(self, totals: dict[str, Any], began: float) -> dict[str, Any]:
@@ -212,10 +287,16 @@ class Trainer:
                 f"{self.position['batch']}). Lower the learning rate, clip gradients "
                 "(clip_grad_norm=...) or check the data; checkpoints saved before this stay valid."
             )
-        seen = totals["seen"]
+        loss, correct, seen = totals["loss"].item(), totals["correct"].item(), totals["seen"]
+        if self.group is not None:
+            from .distributed import all_sum_numbers
+
+            loss, correct, seen = all_sum_numbers([loss, correct, seen], self.group)
+        if self._watchdog is not None:
+            self._watchdog.pet()
         return {
-            "loss": totals["loss"].item() / seen,
-            "accuracy": totals["correct"].item() / seen,
+            "loss": loss / seen,
+            "accuracy": correct / seen,
             "lr": self.learning_rate,
             "images_per_sec": seen / max(time.perf_counter() - began, 1e-9),
         }
@@ -256,6 +337,11 @@ class Trainer:
             mx.async_eval(sums)
         if sums is None:
             raise ValueError("evaluate: the loader yielded no batches")
+        if self.group is not None and getattr(loader, "world_size", 1) > 1:
+            from .distributed import all_sum_numbers
+
+            sums = {k: mx.distributed.all_sum(v, group=self.group) for k, v in sums.items()}
+            (seen,) = all_sum_numbers([seen], self.group)
         confusion = np.array(sums["confusion"]).astype(np.int64)
         per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
         return {
@@ -357,9 +443,7 @@ class Trainer:
                 raise ValueError(f"{folder}: saved without EMA, but this Trainer keeps one")
             self.ema.state["shadow"] = shadow
             self.ema.state["updates"] = arrays.get("ema_updates", mx.array(0))
-        self.train_step = make_train_step(
-            self.model, self.optimizer, self.loss_fn, compile=self.compile, **self.step_options
-        )
+        self.train_step = self._make_train_step()
         for key, value in (arrays.get("step") or {}).items():
             self.train_step.extra[key] = value
         self.train_step.micro_step = int(state.get("micro_step", 0))
@@ -377,6 +461,23 @@ class Trainer:
     def _call(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
+
+
+def stop_on_sigterm(rank: int) -> None:
+    """Say why when the launcher ends this process (it does when another process dies)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum, frame):
+        print(
+            f"mlxvision: rank {rank}: stopped by the launcher (SIGTERM), usually because another "
+            "process of the job ended; checkpoints saved before this are intact.",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(128 + signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def epoch_summary(record: dict[str, Any], epochs: int) -> str:

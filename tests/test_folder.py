@@ -353,6 +353,10 @@ def test_missing_mlx_data_says_how_to_install(tree, monkeypatch):
     root, _ = tree
     monkeypatch.setitem(sys.modules, "mlx.data", None)
     with pytest.raises(ImportError, match="pip install mlx-data"):
+        ImageFolder(root, decoder="mlx-data")
+    assert ImageFolder(root).decoder == "pillow"  # the automatic fallback
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    with pytest.raises(ImportError, match=r"install mlx-data .* or Pillow"):
         ImageFolder(root)
 
 

@@ -51,6 +51,26 @@ _COMPRESSED = {
 Transform = Callable[..., Any]
 
 
+def _pillow() -> ModuleType:
+    try:
+        from PIL import Image
+    except ImportError as error:
+        raise ImportError(
+            "ImageFolder needs an image decoder: install mlx-data (`pip install mlx-data`; "
+            "wheels for macOS arm64 with Python 3.11-3.13 and Linux x86_64 with Python 3.11) "
+            "or Pillow (`pip install pillow`)."
+        ) from error
+    return Image
+
+
+def _has_mlx_data() -> bool:
+    try:
+        import mlx.data  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _mlx_data() -> ModuleType:
     try:
         import mlx.data as dx
@@ -74,6 +94,7 @@ class _Layout:
     classes: list[str]
     samples: list[tuple[str, int]]
     keys: list[bytes]  # what mlx-data reads: a file path or a tar member name
+    spans: list[tuple[int, int]] | None = None  # for an archive: each member's (offset, size)
 
 
 def _is_hidden(relative: str) -> bool:
@@ -213,7 +234,7 @@ def _scan_tar(archive: Path, extensions: Sequence[str]) -> _Layout:
     Reads each header together with the first bytes of its member (``os.pread``; no memory
     map, so the archive's pages never count as this process's memory).
     """
-    members: dict[bytes, tuple[str, bool]] = {}  # name: (relative path, JPEG cut short)
+    members: dict[bytes, tuple[str, bool, int, int]] = {}  # name: (path, JPEG cut, offset, size)
     suffixes = tuple(extensions)
     with open(archive, "rb") as file:
         fd = file.fileno()
@@ -260,18 +281,19 @@ def _scan_tar(archive: Path, extensions: Sequence[str]) -> _Layout:
                     cut = head[:3] == b"\xff\xd8\xff" and not _jpeg_header_fits(
                         fd, start, start + size, head
                     )
-                    members[name] = (relative, cut)  # a later member of the same name wins
+                    members[name] = (relative, cut, start, size)  # a later same name wins
             long_name = b""
-    for relative, cut in members.values():
+    for relative, cut, _, _ in members.values():
         if cut:
             raise ValueError(
                 f"{archive}:{relative}: corrupt JPEG (the file ends inside its headers; truncated?)"
             )
     keys = list(members)
-    relatives = [relative for relative, _ in members.values()]
+    relatives = [entry[0] for entry in members.values()]
+    spans = [(entry[2], entry[3]) for entry in members.values()]
     _, classes, order, labels = _arrange(relatives, archive, extensions)
     samples = [(relatives[i], label) for i, label in zip(order, labels, strict=True)]
-    return _Layout(classes, samples, [keys[i] for i in order])
+    return _Layout(classes, samples, [keys[i] for i in order], [spans[i] for i in order])
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,6 +382,10 @@ class ImageFolder:
             ``~/.cache/mlxvision/imagefolder``) or a folder: :meth:`to_arrays` then stores the
             decoded arrays there and reuses them while the files (for an archive: its size and
             modification time) and ``image_size`` stay the same.
+        decoder: ``"mlx-data"`` (C++ threads, no GIL), ``"pillow"`` (a thread pool; for
+            platforms without mlx-data wheels, such as Linux with Python 3.12), or ``"auto"``:
+            mlx-data where installed, else Pillow. Both give the same pixels for PNG, and JPEG
+            pixels within a few levels (the decoders differ).
 
     Example:
         >>> import pathlib, tempfile
@@ -387,6 +413,7 @@ class ImageFolder:
         extensions: str | Sequence[str] = (".jpg", ".jpeg", ".png"),
         num_threads: int | None = None,
         cache: bool | str | os.PathLike = False,
+        decoder: str = "auto",
     ) -> None:
         self.root = Path(root)
         self.image_size = _image_size(image_size)
@@ -403,7 +430,15 @@ class ImageFolder:
             raise ValueError(f"cache: expected True, False or a folder, got {cache!r}")
         if not self.root.exists():
             raise FileNotFoundError(f"{self.root}: no such folder or .tar archive")
-        _mlx_data()
+        if decoder == "auto":
+            decoder = "mlx-data" if _has_mlx_data() else "pillow"
+        if decoder == "mlx-data":
+            _mlx_data()
+        elif decoder == "pillow":
+            _pillow()
+        else:
+            raise ValueError(f"decoder: expected 'auto', 'mlx-data' or 'pillow', got {decoder!r}")
+        self.decoder = decoder
         self.is_archive = self.root.is_file()
         layout = (_scan_tar if self.is_archive else _scan_folder)(self.root, self.extensions)
         self.classes: list[str] = layout.classes
@@ -411,6 +446,7 @@ class ImageFolder:
         self.samples: list[tuple[str, int]] = layout.samples
         self.labels = np.array([label for _, label in layout.samples], dtype=np.int32)
         self._keys = layout.keys
+        self._spans = layout.spans
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -461,6 +497,9 @@ class ImageFolder:
         self, order: np.ndarray, batch_size: int, prefetch: int
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(indices, images)`` for consecutive batches of ``order``, images RGB uint8 NHWC."""
+        if self.decoder == "pillow":
+            yield from self._decoded_by_pillow(order, batch_size)
+            return
         stream = iter(
             self._buffer(order).batch(batch_size).ordered_prefetch(prefetch, self.num_threads)
         )
@@ -484,6 +523,47 @@ class ImageFolder:
                     f"ImageFolder(..., image_size=...)"
                 )
             yield indices, _rgb(batch["image"], shapes[:, 2])
+
+    def _decoded_by_pillow(
+        self, order: np.ndarray, batch_size: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        image_module = _pillow()
+        with contextlib.ExitStack() as stack:
+            fd = None
+            if self.is_archive:
+                fd = os.open(self.root, os.O_RDONLY)
+                stack.callback(os.close, fd)
+            pool = stack.enter_context(ThreadPoolExecutor(self.num_threads))
+
+            def decode(index: int) -> np.ndarray:
+                if fd is None:
+                    data = Path(os.fsdecode(self._keys[index])).read_bytes()
+                else:
+                    start, size = self._spans[index]
+                    data = os.pread(fd, size, start)
+                try:
+                    return _pillow_image(image_module, data, self.image_size)
+                except (OSError, ValueError) as reason:
+                    raise ValueError(
+                        f"{self.where(index)}: cannot decode the image ({reason})"
+                    ) from None
+
+            size = None
+            for start in range(0, len(order), batch_size):
+                indices = order[start : start + batch_size]
+                images = list(pool.map(decode, indices.tolist()))
+                for index, image in zip(indices.tolist(), images, strict=True):
+                    size = size or image.shape[:2]
+                    if image.shape[:2] != size:
+                        raise ValueError(
+                            f"{self.where(index)}: this image is {image.shape[0]}×"
+                            f"{image.shape[1]} but {self.where(int(order[0]))} is "
+                            f"{size[0]}×{size[1]}; images of different sizes need "
+                            f"ImageFolder(..., image_size=...)"
+                        )
+                yield indices, np.stack(images)
 
     # ---------------------------------------------------------------------------- in memory
 
@@ -575,6 +655,7 @@ class ImageFolder:
             "extensions": self.extensions,
             "classes": self.classes,
             "samples": len(self),
+            "decoder": self.decoder,
         }
         key = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
         assert self.cache is not None
@@ -608,6 +689,24 @@ class ImageFolder:
 def _positive(value: int, name: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{name}: expected a positive int, got {value!r}")
+
+
+def _pillow_image(image_module, data: bytes, image_size: tuple[int, int] | None) -> np.ndarray:
+    """Decode with Pillow to RGB uint8, resized and center-cropped as the mlx-data path does."""
+    import io
+
+    with image_module.open(io.BytesIO(data)) as opened:
+        image = opened.convert("RGB")
+    if image_size is not None:
+        height, width = image_size
+        side = max(height, width)
+        scale = side / min(image.width, image.height)
+        new_w = side if image.width <= image.height else round(image.width * scale)
+        new_h = side if image.height <= image.width else round(image.height * scale)
+        image = image.resize((new_w, new_h), image_module.BILINEAR)
+        left, top = (new_w - width) // 2, (new_h - height) // 2
+        image = image.crop((left, top, left + width, top + height))
+    return np.asarray(image, dtype=np.uint8)
 
 
 def _rgb(images: np.ndarray, channels: np.ndarray) -> np.ndarray:

@@ -67,6 +67,19 @@ def test_export_mlxfn_gives_the_checkpoints_outputs(short_run, tmp_path, capsys)
     np.testing.assert_allclose(np.array(load_mlxfn(target)(x)), np.array(model(x)), atol=1e-6)
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "coreml"])
+def test_export_onnx_and_coreml_from_a_run_folder(short_run, tmp_path, capsys, fmt):
+    target = tmp_path / ("m.onnx" if fmt == "onnx" else "m.mlpackage")
+    assert main(["export", str(short_run), "--format", fmt, "--output", str(target)]) == 0
+    out = capsys.readouterr().out
+    assert target.exists()
+    if fmt == "onnx":
+        error = float(re.search(r"max relative error ([0-9.e+-]+)", out).group(1))
+        assert error < 1e-4
+    else:
+        assert "Exported" in out
+
+
 def test_missing_and_corrupt_checkpoints_are_named(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no checkpoint at"):
         main(["evaluate", str(tmp_path / "nope")])

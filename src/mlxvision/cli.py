@@ -108,19 +108,54 @@ def _checkpoint_model(path: Path) -> Path:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from . import load
+    from . import __version__, load
     from .checkpoint import read_metadata
-    from .export import export_mlxfn
+    from .export import export_coreml, export_mlxfn, export_onnx, verify
 
     path = _model_path(args.path)
     meta = read_metadata(path if path.is_file() else _checkpoint_model(path))["metadata"]
     if "input_shape" not in meta:
         raise SystemExit(f"mlxvision: {path} does not record its input shape; export from Python")
     model = load(path)
-    out = Path(args.output) if args.output else path.with_suffix("")
+    suffix = {"mlxfn": ".mlxfn", "onnx": ".onnx", "coreml": ".mlpackage"}[args.format]
+    out = Path(args.output) if args.output else path.with_suffix(suffix)
     shape = (args.batch_size, *meta["input_shape"])
-    written = export_mlxfn(model, out, shape, shapeless=args.shapeless, metadata=meta)
-    print(f"Exported {written} (input {list(shape)}, NHWC float32)")
+    if args.format == "mlxfn":
+        written = export_mlxfn(model, out, shape, shapeless=args.shapeless, metadata=meta)
+        layout = "NHWC float32"
+    elif args.format == "onnx":
+        written = export_onnx(model, out, shape)
+        layout = "NCHW float32, any batch size"
+    else:
+        image = args.image_input
+        written = export_coreml(
+            model,
+            out,
+            (1, *meta["input_shape"]) if image else shape,
+            precision="float16" if args.fp16 else "float32",
+            image_input=image,
+            mean=meta.get("mean") if image else None,
+            std=meta.get("std") if image else None,
+            class_labels=meta.get("classes"),
+            metadata={
+                "description": f"{meta.get('recipe', 'mlxvision')} model trained on "
+                f"{meta.get('dataset', 'unknown data')}",
+                "version": __version__,
+            },
+        )
+        layout = "an RGB image" if image else "NCHW float32"
+    print(f"Exported {written} (input {layout}; example shape NHWC {list(shape)})")
+    if args.format == "coreml" and args.image_input:
+        print("Not compared with MLX here: image inputs run only in Core ML on Apple devices")
+        return 0
+    result = verify(model, written, shape)
+    if result.ran:
+        print(
+            f"Verified with {result.runtime}: max abs error {result.max_abs_error:.2e}, "
+            f"max relative error {result.max_rel_error:.2e}"
+        )
+    else:
+        print(f"Not compared with MLX here ({result.reason})")
     return 0
 
 
@@ -188,7 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="export a saved model for deployment")
     export.add_argument("path", help="run folder or .safetensors file")
-    export.add_argument("--format", choices=["mlxfn"], default="mlxfn")
+    export.add_argument("--format", choices=["mlxfn", "onnx", "coreml"], default="mlxfn")
+    export.add_argument("--fp16", action="store_true", help="Core ML: float16 compute")
+    export.add_argument(
+        "--image-input",
+        action="store_true",
+        help="Core ML: take an RGB image, with the model's normalization built in",
+    )
     export.add_argument("--output", help="output file (default: beside the model)")
     export.add_argument("--batch-size", type=int, default=1, help="example batch size")
     export.add_argument("--shapeless", action="store_true", help="accept any batch size")

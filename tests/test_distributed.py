@@ -1,5 +1,6 @@
 """Data-parallel training with real `mx.distributed` processes (ring backend on 127.0.0.1)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -81,3 +82,15 @@ def test_a_single_process_is_a_group_of_one():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.stdout.split() == ["0", "1", "True"], done.stderr
+
+
+def test_the_command_line_trains_distributed_and_rank_0_writes_the_run(tmp_path):
+    command = [*LAUNCH, "-n", "2", "--backend", "ring", sys.executable, "-m", "mlxvision.cli"]
+    args = ["train", "--distributed", "--epochs", "1", "--out", str(tmp_path), "--name", "d"]
+    done = subprocess.run([*command, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("Test Accuracy:") == 1  # rank 0 alone prints
+    assert "global batch 64 = 2 × 32" in done.stdout
+    result = json.loads((tmp_path / "d" / "result.json").read_text())
+    assert result["processes"] == 2 and result["test_accuracy"] > 0.3
+    assert mv.load(tmp_path / "d" / "model.safetensors").num_classes == 10

@@ -49,6 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         name=args.name,
         resume=args.resume,
         verbose=not args.quiet,
+        distributed=args.distributed,
     )
     return 0
 
@@ -198,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--name", help="run folder name (default: a timestamp)")
     train.add_argument("--resume", help="run folder to continue from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    train.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over the processes started by mlx.launch (batch size is global)",
+    )
     train.set_defaults(run=cmd_train)
 
     tune = commands.add_parser("tune", help="search learning rate, weight decay, batch size, ...")

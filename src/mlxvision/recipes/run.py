@@ -17,6 +17,7 @@ from ..checkpoint import save
 from ..data import DataLoader
 from ..data import transforms as T
 from ..engine import Trainer, callbacks, schedules
+from ..engine.distributed import init as distributed_init
 from ..engine.optimizers import with_weight_decay
 from ..models import create_model
 from .catalog import load_datasets
@@ -76,6 +77,14 @@ def make_optimizer(recipe: Recipe, steps_per_epoch: int) -> optim.Optimizer:
     raise ValueError(f"recipe {recipe.name}: unknown optimizer {recipe.optimizer!r}")
 
 
+def _run_name(group) -> str:
+    """A timestamp name, the same on every process of a distributed job (rank 0's)."""
+    stamp = int(time.time()) if group is None or group.rank() == 0 else 0
+    if group is not None and group.size() > 1:
+        stamp = int(mx.distributed.all_sum(mx.array(stamp, dtype=mx.int64), group=group).item())
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(stamp))
+
+
 def _hold_out(train, fraction: float, seed: int):
     if not 0 < fraction < 1:
         raise ValueError(f"val_split: expected a fraction in (0, 1), got {fraction}")
@@ -106,6 +115,7 @@ def run_recipe(
     verbose: bool = True,
     extra_callbacks: Sequence[callbacks.Callback] = (),
     val_split: float = 0.0,
+    distributed: bool = False,
 ) -> dict[str, Any]:
     """Train ``recipe`` into a run folder and test it; return the result summary.
 
@@ -119,6 +129,11 @@ def run_recipe(
     per-epoch validation (and for choosing the best checkpoint); the test split is then used
     only once, at the end.
 
+    ``distributed=True`` trains data-parallel over the processes of an ``mx.distributed`` job
+    (``mlx.launch -n 2 ... mlxvision train --distributed``): the recipe's ``batch_size`` is the
+    global batch, split evenly over the processes, with the recipe's learning rate unchanged;
+    rank 0 writes the run folder.
+
     Example:
         >>> from mlxvision.recipes import get_recipe
         >>> import tempfile
@@ -127,12 +142,22 @@ def run_recipe(
         >>> sorted(result)[:3]
         ['epochs', 'images_per_sec', 'model']
     """
-    run = Path(resume) if resume else Path(out) / (name or time.strftime("%Y%m%d-%H%M%S"))
+    group = distributed_init() if distributed else None
+    rank, world = (group.rank(), group.size()) if group else (0, 1)
+    main = rank == 0
+    verbose = verbose and main
+    if recipe.batch_size % world:
+        raise ValueError(
+            f"batch_size {recipe.batch_size} (the global batch) does not split evenly over "
+            f"{world} processes"
+        )
+    run = Path(resume) if resume else Path(out) / (name or _run_name(group))
     if resume and not run.is_dir():
         raise FileNotFoundError(f"{run}: no run folder to resume")
-    run.mkdir(parents=True, exist_ok=True)
-    if resume is None:
-        (run / CONFIG_FILE).write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
+        if resume is None:
+            (run / CONFIG_FILE).write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
     mx.random.seed(recipe.seed)
     train, test = load_datasets(recipe.dataset, data_root)
     mean, std = recipe.normalize or (train.mean, train.std)
@@ -146,7 +171,15 @@ def run_recipe(
     if recipe.model == "simple_cnn":
         kwargs.setdefault("input_size", [height, width])
     model = create_model(recipe.model, **kwargs)
-    loader = DataLoader(train, recipe.batch_size, shuffle=True, drop_last=True, seed=recipe.seed)
+    loader = DataLoader(
+        train,
+        recipe.batch_size // world,
+        shuffle=True,
+        drop_last=True,
+        seed=recipe.seed,
+        rank=rank,
+        world_size=world,
+    )
     test_loader = DataLoader(test, min(1024, max(recipe.batch_size, 256)))
     val_loader = test_loader
     if val is not None:
@@ -166,6 +199,7 @@ def run_recipe(
         tta=recipe.tta,
         seed=recipe.seed,
         run_dir=run,
+        distributed=distributed,
         verbose=verbose,
     )
     if verbose:
@@ -173,6 +207,11 @@ def run_recipe(
             f"Training {recipe.model} on {recipe.dataset} ({len(train)} train / {len(test)} test "
             f"images) with recipe {recipe.name}; run folder {run}"
         )
+        if world > 1:
+            print(
+                f"Data-parallel over {world} processes: global batch {recipe.batch_size} = "
+                f"{world} × {recipe.batch_size // world}, learning rate {recipe.lr} (unscaled)"
+            )
     began = time.perf_counter()
     trainer.fit(loader, recipe.epochs, val_loader=val_loader, resume=resume and run)
     seconds = time.perf_counter() - began
@@ -186,7 +225,8 @@ def run_recipe(
         "input_shape": [height, width, channels],
         "recipe": recipe.name,
     }
-    save(model, run / MODEL_FILE, metadata=metadata)
+    if main:
+        save(model, run / MODEL_FILE, metadata=metadata)
     result = {
         "run": str(run),
         "recipe": recipe.name,
@@ -197,9 +237,11 @@ def run_recipe(
         "val_accuracy": trainer.history[-1]["val_accuracy"],
         "train_seconds": seconds,
         "images_per_sec": sum(r["images_per_sec"] for r in trainer.history) / len(trainer.history),
+        "processes": world,
     }
-    (run / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
-    _plots(run, trainer.history, final["confusion_matrix"], train.classes)
+    if main:
+        (run / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
+        _plots(run, trainer.history, final["confusion_matrix"], train.classes)
     if verbose:
         print(
             f"Test Accuracy: {100 * final['accuracy']:.2f}% (loss {final['loss']:.4f}) "

@@ -28,6 +28,8 @@ def short_run(tmp_path_factory):
 def test_train_writes_a_run_folder(short_run, capsys):
     assert sorted(p.name for p in short_run.iterdir()) == [
         "checkpoints",
+        "confusion.png",
+        "curves.png",
         "metrics.jsonl",
         "model.safetensors",
         "recipe.json",

@@ -41,7 +41,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         "dataset": args.dataset,
         "schedule": args.schedule,
     }
-    recipe = recipe.replace(**{k: v for k, v in overrides.items() if v is not None})
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if args.model and args.model != recipe.model:
+        changes["model_kwargs"] = {}  # the recipe's model options belong to its own model
+    recipe = recipe.replace(**changes)
     run_recipe(
         recipe,
         data_root=args.data,
@@ -144,7 +147,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                 "version": __version__,
             },
         )
-        layout = "an RGB image" if image else "NCHW float32"
+        grey = meta["input_shape"][-1] == 1
+        layout = ("a grayscale" if grey else "an RGB") + " image" if image else "NCHW float32"
     print(f"Exported {written} (input {layout}; example shape NHWC {list(shape)})")
     if args.format == "coreml" and args.image_input:
         print("Not compared with MLX here: image inputs run only in Core ML on Apple devices")
@@ -238,7 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--output", help="output file (default: beside the model)")
     export.add_argument("--batch-size", type=int, default=1, help="example batch size")
-    export.add_argument("--shapeless", action="store_true", help="accept any batch size")
+    export.add_argument(
+        "--shapeless",
+        action="store_true",
+        help="mlxfn: one file for any batch size, where the model allows it (checked; most "
+        "models with pooling or Linear layers fix the batch size and are refused)",
+    )
     export.set_defaults(run=cmd_export)
 
     inspect = commands.add_parser("inspect", help="print what a checkpoint holds")

@@ -30,6 +30,9 @@ class Callback:
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
 
+    def on_step_end(self, trainer: Trainer) -> None:
+        """After every optimizer call; nothing has been read from the device (keep it cheap)."""
+
     def on_log(self, trainer: Trainer, logs: dict[str, Any]) -> None: ...
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
@@ -94,7 +97,7 @@ class ModelCheckpoint(Callback):
         folder = self.folder or Path(trainer.run_dir or ".") / "checkpoints"
         self.manager = self._manager_class(folder, **self._settings)
 
-    def on_log(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+    def on_step_end(self, trainer: Trainer) -> None:
         step = trainer.global_step
         due = self.every_n_steps and step % self.every_n_steps == 0 and trainer.position["batch"]
         if due and trainer.is_main:

@@ -259,6 +259,7 @@ class Trainer:
             bar.update(1)
             if self._watchdog is not None:
                 self._watchdog.pet()
+            self._call("on_step_end")
             if self.global_step % self.log_every == 0:
                 logs = self._read(totals, began)
                 bar.set_postfix(
@@ -279,14 +280,7 @@ class Trainer:
         return record
 
     def _read(self, totals: dict[str, Any], began: float) -> dict[str, Any]:
-        bad = int(self._bad_step.item())
-        if bad >= 0:
-            raise NonFiniteLossError(
-                f"the training loss became NaN or infinite at step {bad} (counting optimizer "
-                f"calls from 1; now epoch {self.position['epoch']}, batch "
-                f"{self.position['batch']}). Lower the learning rate, clip gradients "
-                "(clip_grad_norm=...) or check the data; checkpoints saved before this stay valid."
-            )
+        self._check_finite()
         loss, correct, seen = totals["loss"].item(), totals["correct"].item(), totals["seen"]
         if self.group is not None:
             from .distributed import all_sum_numbers
@@ -300,6 +294,16 @@ class Trainer:
             "lr": self.learning_rate,
             "images_per_sec": seen / max(time.perf_counter() - began, 1e-9),
         }
+
+    def _check_finite(self) -> None:
+        bad = int(self._bad_step.item())
+        if bad >= 0:
+            raise NonFiniteLossError(
+                f"the training loss became NaN or infinite at step {bad} (counting optimizer "
+                f"calls from 1; now epoch {self.position['epoch']}, batch "
+                f"{self.position['batch']}). Lower the learning rate, clip gradients "
+                "(clip_grad_norm=...) or check the data; checkpoints saved before this stay valid."
+            )
 
     def _validate(self, loader: Batches) -> dict[str, float]:
         result = {f"val_{k}": v for k, v in self._scalars(self.evaluate(loader)).items()}
@@ -394,6 +398,7 @@ class Trainer:
 
         if self.train_step is None:
             raise ValueError("save_checkpoint: nothing trained yet (call fit first)")
+        self._check_finite()  # never save weights that a NaN has reached
         mx.eval(self.train_step.state)
         record = self.history[-1] if self.history else {}
         state = {

@@ -290,7 +290,9 @@ class MILInterpreter:
         groups = int(groups)
         cout, cin_g = weight.shape[0], weight.shape[1]
         cout_g = cout // groups
-        out = np.zeros((x.shape[0], cout, *out_sizes))
+        batch = x.shape[0]
+        out = np.zeros((batch, groups, cout_g, *out_sizes))
+        grouped = weight.astype(np.float64).reshape(groups, cout_g, cin_g, *kernel)
         for offset in np.ndindex(*kernel):
             index = tuple(
                 slice(
@@ -301,10 +303,10 @@ class MILInterpreter:
                 for i in range(n)
             )
             patch = xp[(slice(None), slice(None), *index)]
-            for g in range(groups):
-                w = weight[(slice(g * cout_g, (g + 1) * cout_g), slice(None), *offset)]
-                part = patch[:, g * cin_g : (g + 1) * cin_g]
-                out[:, g * cout_g : (g + 1) * cout_g] += np.einsum("nc...,oc->no...", part, w)
+            patch = patch.reshape(batch, groups, cin_g, *out_sizes)
+            w = grouped[(slice(None), slice(None), slice(None), *offset)]
+            out += np.einsum("ngc...,goc->ngo...", patch, w, optimize=True)
+        out = out.reshape(batch, cout, *out_sizes)
         if bias is not None:
             out += bias.reshape(1, -1, *[1] * n)
         return out.astype(x.dtype)
@@ -360,6 +362,12 @@ class MILInterpreter:
             "avg",
             bool(exclude_padding_from_average),
         )
+
+    def _op_upsample_nearest_neighbor(self, x, scale_factor_height=1, scale_factor_width=1):
+        sh, sw = int(scale_factor_height), int(scale_factor_width)
+        if (sh, sw) != (scale_factor_height, scale_factor_width):
+            raise NotImplementedError("MIL interpreter: fractional upsampling")
+        return np.repeat(np.repeat(x, sh, axis=2), sw, axis=3)
 
     # -- shapes ---------------------------------------------------------------------------
     def _op_reshape(self, x, shape):

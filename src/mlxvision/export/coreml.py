@@ -142,9 +142,14 @@ def export_coreml(
         convert_args["classifier_config"] = ct.ClassifierConfig(
             class_labels, predicted_probabilities_output=PROBABILITIES_NAME
         )
+    pipeline = ct.PassPipeline.DEFAULT
+    # transposes are already where the layout needs them (see .layout): this pass, the slowest
+    # of the pipeline on transformers, finds nothing to remove in these graphs
+    pipeline.remove_passes(["common::reduce_transposes"])
     mlmodel = ct.convert(
         program,
         convert_to="mlprogram",
+        pass_pipeline=pipeline,
         inputs=inputs,
         minimum_deployment_target=target,
         compute_precision=ct.precision.FLOAT16 if precision == "float16" else ct.precision.FLOAT32,
@@ -336,6 +341,11 @@ def _emit(mb: Any, graph: Graph, node: Node, env: dict[str, Any], name: str, ima
         if a["kind"] == "max":
             return mb.max_pool(**args)
         return mb.avg_pool(exclude_padding_from_average=False, **args)
+    if op == "upsample":
+        sh, sw = a["scales"]
+        return mb.upsample_nearest_neighbor(
+            x=x, scale_factor_height=sh, scale_factor_width=sw, name=name
+        )
     if op == "reshape":
         shape = [-1 if d else s for s, d in zip(out.shape, out.dyn, strict=True)]
         return mb.reshape(x=x, shape=shape, name=name)

@@ -10,7 +10,8 @@ NumPy arrays. The ops (``Node.op``) are few and backend-neutral:
 - ``conv`` (``channels_last``; weights OHWI when channels-last, OIHW otherwise; ``strides``,
   ``pads_begin``, ``pads_end``, ``dilations``, ``groups``), ``pool`` (``kind`` max or avg,
   ``kernel``, ``strides``, ``pads_begin``, ``pads_end``; average pooling divides by the full
-  window, padding included, as MLX does)
+  window, padding included, as MLX does), ``upsample`` (nearest neighbour: every pixel repeated
+  ``scales`` = (sh, sw) times; ``channels_last``)
 - ``reshape transpose concat slice pad broadcast cast as_strided``
 
 Example:
@@ -65,9 +66,12 @@ class Value:
             self.dyn = (False,) * len(self.shape)
 
 
-@dataclass
+@dataclass(eq=False)
 class Node:
-    """One op: ``outputs = op(inputs, **attrs)``; ``layer`` names the module it came from."""
+    """One op: ``outputs = op(inputs, **attrs)``; ``layer`` names the module it came from.
+
+    Nodes compare by identity, so finding one in a long node list stays cheap.
+    """
 
     op: str
     inputs: list[str]
@@ -339,6 +343,10 @@ def evaluate(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
         return [out]
     if op == "pool":
         return [pool_reference(args[0], a)]
+    if op == "upsample":
+        first = 1 if a["channels_last"] else 2
+        sh, sw = a["scales"]
+        return [np.repeat(np.repeat(args[0], sh, axis=first), sw, axis=first + 1)]
     if op == "reshape":
         return [args[0].reshape(a["shape"])]
     if op == "transpose":

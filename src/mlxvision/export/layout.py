@@ -178,7 +178,7 @@ def _rewrite(rw: _Rewriter, node: Node) -> None:
         if non_unit != sorted(non_unit):
             phys = rw.materialize(src, _identity(len(p)))
         rw.emit(node, [phys], _identity(rank))
-    elif op in ("conv", "pool"):
+    elif op in ("conv", "pool", "upsample"):
         cf = channels_first_perm(rank)
         inputs = [rw.materialize(node.inputs[0], cf)]
         if op == "conv":

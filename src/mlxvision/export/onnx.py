@@ -109,13 +109,14 @@ def export_onnx(
         raise ValueError(f"input_shape: expected positive sizes like (1, 32, 32, 3), got {shape}")
     graph = to_channels_first(trace(model, mx.zeros(shape), dynamic_batch=dynamic_batch))
     proto = graph_to_onnx(graph, opset=opset, name=type(model).__name__)
-    onnx.checker.check_model(proto, full_check=True)
+    data = proto.SerializeToString()  # once: large models take seconds to serialize
+    onnx.checker.check_model(data, full_check=True)
     if check:
         from .verify import compare_onnx_bytes
 
-        compare_onnx_bytes(model, proto.SerializeToString(), shape)
+        compare_onnx_bytes(model, data, shape)
     with atomic_path(path, suffix=".onnx") as tmp:
-        onnx.save_model(proto, str(tmp))
+        tmp.write_bytes(data)
     return path
 
 
@@ -233,6 +234,16 @@ class _Builder:
                 self.node("MaxPool", ins, [out], **attrs)
             else:
                 self.node("AveragePool", ins, [out], count_include_pad=1, **attrs)
+        elif op == "upsample":
+            scales = self.const(np.array([1, 1, *a["scales"]], np.float32), "scales")
+            self.node(
+                "Resize",
+                [ins[0], "", scales],
+                [out],
+                mode="nearest",
+                coordinate_transformation_mode="asymmetric",
+                nearest_mode="floor",
+            )
         elif op == "reshape":
             shape = [-1 if d else s for s, d in zip(value.shape, value.dyn, strict=True)]
             self.node("Reshape", [ins[0], self.const(np.array(shape, np.int64), "shape")], [out])

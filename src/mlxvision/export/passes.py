@@ -1,9 +1,10 @@
 """Graph passes over the export IR: fold, simplify and recognise what MLX decomposed.
 
 :func:`optimize` runs them in order: drop identities and implicit broadcasts, fold constants,
-turn ``max(x, 0)`` into ``relu``, recognise pooling patterns, collapse chains of per-channel
-arithmetic (an eval-mode BatchNorm) into one scale and shift, fold scale and shift into the
-convolution or linear layer before them, and drop ops that do nothing.
+turn ``max(x, 0)`` into ``relu``, recognise pooling and nearest-upsampling patterns, collapse
+chains of per-channel arithmetic (an eval-mode BatchNorm) into one scale and shift, fold scale
+and shift into the convolution or linear layer before them, apply linear layers to the last
+axis where MLX flattened the leading ones around them, and drop ops that do nothing.
 
 Example:
     >>> import numpy as np
@@ -20,11 +21,14 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .ir import BINARY, Graph, Node, evaluate
 
 _AFFINE = ("add", "sub", "mul", "div")
+Users = dict[str, list[Node]]
 
 
 def optimize(graph: Graph) -> None:
@@ -34,37 +38,55 @@ def optimize(graph: Graph) -> None:
     fold_constants(graph)
     fuse_relu(graph)
     recognise_pools(graph)
+    recognise_upsampling(graph)
     collapse_affine(graph)
     remove_identities(graph)
     fold_affine_into_layers(graph)
+    unflatten_linears(graph)
     remove_noops(graph)
     graph.prune()
 
 
-def _single_consumer(
-    graph: Graph, name: str, users: dict[str, list[Node]] | None = None
-) -> Node | None:
+def _single_consumer(graph: Graph, name: str, users: Users | None = None) -> Node | None:
     found = (users if users is not None else graph.consumers()).get(name, [])
     if len(found) != 1 or name in graph.outputs:
         return None
     return found[0]
 
 
-def bypass(graph: Graph, node: Node, new: str) -> None:
-    """Remove ``node`` (one output) and let its consumers read ``new`` instead."""
+def bypass(graph: Graph, node: Node, new: str, users: Users | None = None) -> None:
+    """Remove ``node`` (one output) and let its consumers read ``new`` instead.
+
+    ``users`` (as from :meth:`Graph.consumers`) is kept up to date when given, so a pass can
+    bypass many nodes without rescanning the graph each time.
+    """
     old = node.outputs[0]
     graph.nodes.remove(node)
+    if users is None:
+        users = graph.consumers()
+    else:
+        for name in set(node.inputs):
+            users[name] = [u for u in users.get(name, []) if u is not node]
     if old in graph.outputs and new not in graph.inputs and not graph.is_const(new):
         if new in graph.outputs:
-            graph.nodes.append(Node("identity", [new], [old]))
+            _append_identity(graph, new, old, users)
             return
         rename(graph, new, old)
+        users[old] = users.get(old, []) + users.pop(new, [])
         return
     if old in graph.outputs:
-        graph.nodes.append(Node("identity", [new], [old]))
+        _append_identity(graph, new, old, users)
         return
-    for other in graph.nodes:
+    moved = users.pop(old, [])
+    for other in moved:
         other.inputs = [new if i == old else i for i in other.inputs]
+    users.setdefault(new, []).extend(moved)
+
+
+def _append_identity(graph: Graph, src: str, out: str, users: Users) -> None:
+    identity = Node("identity", [src], [out])
+    graph.nodes.append(identity)
+    users.setdefault(src, []).append(identity)
 
 
 def rename(graph: Graph, old: str, new: str) -> None:
@@ -78,15 +100,17 @@ def rename(graph: Graph, old: str, new: str) -> None:
 
 
 def remove_identities(graph: Graph) -> None:
+    users = graph.consumers()
     for node in [n for n in graph.nodes if n.op == "identity"]:
-        bypass(graph, node, node.inputs[0])
+        bypass(graph, node, node.inputs[0], users)
 
 
 def drop_implicit_broadcasts(graph: Graph) -> None:
     """Drop ``broadcast`` nodes whose consumers broadcast by themselves (binary ops)."""
+    users_of = graph.consumers()
     for node in [n for n in graph.nodes if n.op == "broadcast"]:
         out = node.outputs[0]
-        users = graph.consumers().get(out, [])
+        users = users_of.get(out, [])
         if not users or out in graph.outputs:
             continue
         src_shape = graph.values[node.inputs[0]].shape
@@ -100,7 +124,7 @@ def drop_implicit_broadcasts(graph: Graph) -> None:
                 ok = False
                 break
         if ok:
-            bypass(graph, node, node.inputs[0])
+            bypass(graph, node, node.inputs[0], users_of)
 
 
 def fold_constants(graph: Graph) -> None:
@@ -178,6 +202,47 @@ def recognise_pools(graph: Graph) -> None:
         area = graph.add_const(graph.fresh("window_area"), np.asarray(np.prod(kernel), dtype))
         graph.add_node("pool", [source], [(pooled, shape, dtype)], attrs, index=index)
         graph.add_node("mul", [pooled, area], [(out, shape, dtype)], index=index + 1)
+
+
+def recognise_upsampling(graph: Graph) -> None:
+    """Turn MLX's nearest upsampling (rank-6 reshape, broadcast, reshape) into ``upsample``.
+
+    ``(N, H, W, C) → (N, H, 1, W, 1, C) → (N, H, sh, W, sw, C) → (N, H·sh, W·sw, C)`` repeats
+    every pixel ``sh × sw`` times; Core ML takes tensors of rank 5 at most.
+    """
+    users = graph.consumers()
+    for split in [n for n in graph.nodes if n.op == "reshape"]:
+        src = graph.values[split.inputs[0]].shape
+        if len(src) != 4 or graph.values[split.outputs[0]].shape != (
+            *src[:2],
+            1,
+            src[2],
+            1,
+            src[3],
+        ):
+            continue
+        spread = _single_consumer(graph, split.outputs[0], users)
+        if spread is None or spread.op != "broadcast":
+            continue
+        _, _, sh, _, sw, _ = graph.values[spread.outputs[0]].shape
+        merge = _single_consumer(graph, spread.outputs[0], users)
+        expected = (src[0], src[1] * sh, src[2] * sw, src[3])
+        if (
+            merge is None
+            or merge.op != "reshape"
+            or graph.values[merge.outputs[0]].shape != expected
+        ):
+            continue
+        index = graph.nodes.index(split)
+        for gone in (split, spread, merge):
+            graph.nodes.remove(gone)
+        node = Node(
+            "upsample",
+            [split.inputs[0]],
+            merge.outputs,
+            {"scales": (sh, sw), "channels_last": True},
+        )
+        graph.nodes.insert(index, node)
 
 
 def _window_source(
@@ -332,14 +397,14 @@ def _emit_affine(graph: Graph, x: str, s: np.ndarray, t: np.ndarray, out: str, i
 
 
 def _channel_affine(
-    graph: Graph, name: str, channels: int
+    graph: Graph, name: str, channels: int, users: Users
 ) -> tuple[list[Node], np.ndarray, np.ndarray] | None:
     """The mul/add nodes after ``name`` acting per last-axis channel, as (nodes, s, t)."""
     nodes: list[Node] = []
     s, t = np.ones(channels), np.zeros(channels)
     current = name
     while True:
-        user = _single_consumer(graph, current)
+        user = _single_consumer(graph, current, users)
         step = _affine_step(graph, user) if user is not None else None
         if step is None or step[0] != current:
             break
@@ -361,32 +426,41 @@ def _channel_affine(
 def fold_affine_into_layers(graph: Graph) -> None:
     """Fold per-channel scale/shift into the conv before it; make ``matmul`` by a constant
     matrix (plus scale/shift) a ``linear`` node with bias."""
+    # folding removes only the scale/shift nodes it absorbs: the consumers of every other
+    # value stay as they are, so one index serves the whole pass
+    users = graph.consumers()
     for node in list(graph.nodes):
         if (
             node.op == "conv"
             and len(node.inputs) >= 2
             and all(graph.is_const(i) for i in node.inputs[1:])
         ):
-            _fold_conv(graph, node)
+            _fold_conv(graph, node, users)
         elif (
             node.op == "matmul"
             and graph.is_const(node.inputs[1])
             and graph.constants[node.inputs[1]].ndim == 2
         ):
-            _fold_linear(graph, node)
+            _fold_linear(graph, node, users)
 
 
-def _fold_conv(graph: Graph, node: Node) -> None:
-    weight = graph.constants[node.inputs[1]].astype(np.float64)
+def _scaled(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    # float32 weights are scaled in float32 (the scale rounded once): float64 costs twice as much
+    work = np.float32 if weight.dtype == np.float32 else np.float64
+    return weight.astype(work, copy=False) * scale.astype(work)
+
+
+def _fold_conv(graph: Graph, node: Node, users: Users) -> None:
+    weight = graph.constants[node.inputs[1]]
     channels = weight.shape[0]
-    found = _channel_affine(graph, node.outputs[0], channels)
+    found = _channel_affine(graph, node.outputs[0], channels, users)
     if found is None:
         return
     nodes, s, t = found
     bias = graph.constants[node.inputs[2]] if len(node.inputs) > 2 else np.zeros(channels)
     dtype = graph.values[node.outputs[0]].dtype
-    weight = weight * s.reshape(-1, *[1] * (weight.ndim - 1))
-    new_w = graph.add_const(graph.fresh("conv_weight"), weight.astype(dtype))
+    weight = _scaled(weight, s.reshape(-1, *[1] * (weight.ndim - 1)))
+    new_w = graph.add_const(graph.fresh("conv_weight"), weight.astype(dtype, copy=False))
     new_b = graph.add_const(graph.fresh("conv_bias"), (bias * s + t).astype(dtype))
     out = nodes[-1].outputs[0]
     for gone in nodes:
@@ -397,16 +471,16 @@ def _fold_conv(graph: Graph, node: Node) -> None:
     graph.values.pop(old, None)
 
 
-def _fold_linear(graph: Graph, node: Node) -> None:
-    weight = graph.constants[node.inputs[1]].astype(np.float64)
+def _fold_linear(graph: Graph, node: Node, users: Users) -> None:
+    weight = graph.constants[node.inputs[1]]
     channels = weight.shape[1]
     dtype = graph.values[node.outputs[0]].dtype
-    found = _channel_affine(graph, node.outputs[0], channels)
+    found = _channel_affine(graph, node.outputs[0], channels, users)
     node.op = "linear"
     if found is None:
         return
     nodes, s, t = found
-    new_w = graph.add_const(graph.fresh("linear_weight"), (weight * s).astype(dtype))
+    new_w = graph.add_const(graph.fresh("linear_weight"), _scaled(weight, s).astype(dtype))
     new_b = graph.add_const(graph.fresh("linear_bias"), t.astype(dtype))
     out = nodes[-1].outputs[0]
     for gone in nodes:
@@ -415,6 +489,36 @@ def _fold_linear(graph: Graph, node: Node) -> None:
     node.inputs = [node.inputs[0], new_w, new_b]
     node.outputs = [out]
     graph.values.pop(old, None)
+
+
+def unflatten_linears(graph: Graph) -> None:
+    """Drop the reshapes MLX puts around a ``linear`` on a tensor of rank 3 or more.
+
+    ``(..., K) → (M, K) → linear → (M, N) → (..., N)`` becomes ``linear`` on the last axis: a
+    transformer then carries no reshape per linear layer.
+    """
+    users, producers = graph.consumers(), graph.producers()
+    for node in [n for n in graph.nodes if n.op == "linear"]:
+        flat = producers.get(node.inputs[0])
+        if flat is None or flat.op != "reshape" or graph.is_const(flat.inputs[0]):
+            continue
+        src = graph.values[flat.inputs[0]].shape
+        flat_shape = (math.prod(src[:-1]), src[-1]) if len(src) >= 3 else None
+        if graph.values[flat.outputs[0]].shape != flat_shape:
+            continue
+        back = _single_consumer(graph, node.outputs[0], users)
+        if _single_consumer(graph, flat.outputs[0], users) is not node or back is None:
+            continue
+        if back.op != "reshape" or graph.values[back.outputs[0]].shape != (
+            *src[:-1],
+            graph.values[node.outputs[0]].shape[-1],
+        ):
+            continue
+        graph.nodes.remove(flat)
+        graph.nodes.remove(back)
+        graph.values.pop(node.outputs[0])
+        node.inputs = [flat.inputs[0], *node.inputs[1:]]
+        node.outputs = list(back.outputs)
 
 
 def _is_noop(graph: Graph, node: Node) -> bool:
@@ -442,7 +546,8 @@ def _is_noop(graph: Graph, node: Node) -> bool:
 
 
 def remove_noops(graph: Graph) -> None:
+    users = graph.consumers()
     for node in list(graph.nodes):
         if _is_noop(graph, node):
-            bypass(graph, node, node.inputs[0])
+            bypass(graph, node, node.inputs[0], users)
     remove_identities(graph)

@@ -6,10 +6,11 @@ parameters) and one event per primitive. Each primitive is lowered to the IR's f
 The trace runs on the CPU stream, where ``mx.fast`` ops (layer norm, RMS norm, attention)
 decompose into plain primitives, so a trace looks the same on every machine.
 
-With ``dynamic_batch=True`` the function is also traced at two other batch sizes (at least 2):
-dims that change are marked as batch-dependent (``Value.dyn``) so exporters can declare a
-flexible batch; the graph's concrete shapes are then those of the larger batch. If the two
-traces differ in any other way the graph keeps the example's fixed batch size.
+With ``dynamic_batch=True`` the function is traced at batch sizes ``b`` and ``b + 1``, where
+``b`` is the example's batch size but at least 2: dims that change are marked as
+batch-dependent (``Value.dyn``) so exporters can declare a flexible batch; the graph's concrete
+shapes are then those of batch ``b``. If the two traces differ in any other way, the function
+is traced at the example's batch size, which the graph then keeps fixed.
 
 Example:
     >>> import mlx.core as mx, mlx.nn as nn
@@ -121,12 +122,17 @@ def trace(
         raise ValueError("example_input: expected an array with a batch axis, got a scalar")
     fn(example)  # fail here, with the model's own message, before tracing
     try:
-        graph = _record(fn, example, optimize)
+        merged = _trace_dynamic(fn, example, optimize) if dynamic_batch else None
+        return merged if merged is not None else _record(fn, example, optimize)
     except UnsupportedPrimitiveError as err:
         where = _locate(model_or_fn, example, err.args[1]) if len(err.args) > 1 else None
         raise UnsupportedPrimitiveError(err.args[0].replace("{where}", where or "")) from None
-    if not dynamic_batch:
-        return graph
+
+
+def _trace_dynamic(
+    fn: Callable[[mx.array], mx.array], example: mx.array, optimize: bool
+) -> Graph | None:
+    """The graph with batch-dependent dims marked, or None where the batch size is baked in."""
     # batch 1 hides broadcasts along the batch axis: compare two batch sizes of at least 2
     batch = max(example.shape[0], 2)
     try:
@@ -134,10 +140,12 @@ def trace(
             _record(fn, mx.zeros((n, *example.shape[1:]), dtype=example.dtype), optimize)
             for n in (batch, batch + 1)
         )
+    except UnsupportedPrimitiveError:
+        raise
     except (ValueError, RuntimeError):
-        return graph
+        return None
     merged = _merge_batch(first, second)
-    return merged if merged.dynamic_batch else graph
+    return merged if merged.dynamic_batch else None
 
 
 def check_eval_mode(model: nn.Module) -> None:
@@ -193,7 +201,10 @@ def _dtype_name(dtype: mx.Dtype) -> str:
 def _to_numpy(array: mx.array) -> np.ndarray:
     if array.dtype == mx.bfloat16:
         array = array.astype(mx.float32)
-    return np.array(array)
+    # a read-only view of the evaluated weights: no copy, and no pass can change the model
+    view = np.asarray(array)
+    view.flags.writeable = False
+    return view
 
 
 def _record(fn: Callable[[mx.array], mx.array], example: mx.array, optimize: bool) -> Graph:

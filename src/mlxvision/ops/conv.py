@@ -1,0 +1,342 @@
+"""2-D convolution for MLX's CPU backend: each pass by whichever of MLX's convolution and a
+lowering to matrix products measured faster.
+
+MLX's CPU convolution computes the input gradient of strided convolutions in a naive loop, 10 to
+60 times slower than the rest of the layer. The passes of a convolution of an NHWC input ``x``
+with an OHWI weight ``w`` (``k×k``, ``C`` in, ``O`` out) can each be computed another way:
+
+- forward ``"im2col"``: the patches matrix ``P`` (one row per output pixel, ``k·k·C`` columns:
+  one strided view of the padded input, copied once) times ``w.reshape(O, k·k·C)ᵀ``;
+- input gradient ``"col2im"``: ``dY · w.reshape(O, k·k·C)``, added back onto the pixels one
+  stride phase at a time; ``"subpixel"``: per stride phase, one stride-1 :func:`mlx.core.conv2d`
+  of ``dY`` with that phase's taps of the flipped kernel (the transposed convolution split into
+  stride² small ones), phases interleaved by a reshape;
+- weight gradient ``"matmul"``: ``dYᵀ · P``.
+
+A :class:`ConvPlan` names the way for each pass; the gradients are installed with
+:class:`mlx.core.custom_function`. :func:`conv2d` with ``method="auto"`` takes the plan of
+:func:`choose_plan`, a rule measured with ``benchmarks/profile_conv.py``. Grouped and dilated
+convolutions always use :func:`mlx.core.conv2d`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+import mlx.core as mx
+
+METHODS = ("auto", "mlx", "im2col")
+ENV_SWITCH = "MLXVISION_FAST_CONV"
+
+Pair = tuple[int, int]
+
+
+class ConvPlan(NamedTuple):
+    """How each pass of a convolution is computed.
+
+    ``forward``: ``"mlx"`` (:func:`mlx.core.conv2d`) or ``"im2col"`` (patches times weight);
+    ``input_grad``: ``"mlx"`` (MLX's gradient of its convolution), ``"col2im"`` (``dY·W``,
+    put back onto the pixels) or ``"subpixel"`` (one stride-1 :func:`mlx.core.conv2d` of ``dY``
+    per stride phase); ``weight_grad``: ``"mlx"`` or ``"matmul"`` (``dYᵀ·P``).
+    """
+
+    forward: str = "im2col"
+    input_grad: str = "col2im"
+    weight_grad: str = "matmul"
+
+
+MLX_PLAN = ConvPlan("mlx", "mlx", "mlx")
+LOWERED_PLAN = ConvPlan("im2col", "col2im", "matmul")
+STRIDED_PLAN = ConvPlan("mlx", "col2im", "mlx")
+_PASSES = {
+    "forward": ("mlx", "im2col"),
+    "input_grad": ("mlx", "col2im", "subpixel"),
+    "weight_grad": ("mlx", "matmul"),
+}
+
+
+def _pair(value: int | Sequence[int], name: str) -> Pair:
+    if isinstance(value, int):
+        return (value, value)
+    pair = tuple(int(v) for v in value)
+    if len(pair) != 2:
+        raise ValueError(f"conv2d: {name} must be an int or a pair of ints, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+_DISABLED_DEPTH = 0  # > 0 inside fast_conv_disabled()
+
+
+def fast_conv_enabled() -> bool:
+    """Whether lowered convolutions are allowed: ``MLXVISION_FAST_CONV`` is not ``0`` and no
+    :func:`fast_conv_disabled` block is active.
+
+    Example:
+        >>> with fast_conv_disabled():
+        ...     fast_conv_enabled()
+        False
+    """
+    if _DISABLED_DEPTH:
+        return False
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+@contextlib.contextmanager
+def fast_conv_disabled() -> Iterator[None]:
+    """Within this block every ``method="auto"`` convolution is :func:`mlx.core.conv2d`.
+
+    For code that must see MLX's own Convolution primitive, such as exporters that trace a
+    model. Functions compiled inside the block keep the choice made while tracing.
+
+    Example:
+        >>> x, w = mx.ones((1, 4, 4, 2)), mx.ones((3, 3, 3, 2))
+        >>> with fast_conv_disabled():
+        ...     mx.array_equal(conv2d(x, w, padding=1), mx.conv2d(x, w, padding=1)).item()
+        True
+    """
+    global _DISABLED_DEPTH
+    _DISABLED_DEPTH += 1
+    try:
+        yield
+    finally:
+        _DISABLED_DEPTH -= 1
+
+
+def choose_plan(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: Pair,
+    stride: Pair,
+    device: mx.Device | mx.DeviceType | None = None,
+) -> ConvPlan:
+    """The plan ``method="auto"`` uses for a convolution shape on a device.
+
+    Off the CPU (Metal, CUDA), and when :func:`fast_conv_enabled` is false: :data:`MLX_PLAN`.
+    On the CPU (measured with ``benchmarks/profile_conv.py``, batch 128, the layers of
+    ResNet-20, ResNet-18 and the tutorial CNN; numbers in ``benchmarks/README.md``):
+
+    - stride 1: :data:`MLX_PLAN`. MLX's stride-1 passes are as fast as the lowerings (within
+      ±20%, either way, shape by shape), and its input gradient is the same transposed
+      convolution as ``"subpixel"``.
+    - strided k×k (k > 1): :data:`STRIDED_PLAN`, MLX's forward and weight gradient with the
+      ``"col2im"`` input gradient. MLX's own input gradient of a strided convolution runs a
+      naive loop, 10–80× slower than the rest of the layer (5.7 s against 0.2 s for 128→256
+      channels at 16×16, batch 128). ``"subpixel"`` was as fast at ≤ 64 channels, up to 1.7×
+      slower above.
+    - strided 1×1: :data:`LOWERED_PLAN` (a strided slice and matrix products, each pass as
+      fast or faster than MLX's; MLX's input gradient is again the naive loop).
+
+    Example:
+        >>> choose_plan(64, 128, (3, 3), (2, 2), mx.Device(mx.gpu)) == MLX_PLAN
+        True
+        >>> choose_plan(64, 128, (3, 3), (2, 2), mx.cpu)
+        ConvPlan(forward='mlx', input_grad='col2im', weight_grad='mlx')
+    """
+    device = mx.default_device() if device is None else device
+    kind = device.type if isinstance(device, mx.Device) else device
+    if kind != mx.DeviceType.cpu or not fast_conv_enabled() or stride == (1, 1):
+        return MLX_PLAN
+    if kernel_size == (1, 1):
+        return LOWERED_PLAN
+    return STRIDED_PLAN
+
+
+def conv2d(
+    x: mx.array,
+    weight: mx.array,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    *,
+    method: str | ConvPlan = "auto",
+) -> mx.array:
+    """:func:`mlx.core.conv2d` (NHWC input, OHWI weight), computed as ``method`` says.
+
+    ``method``: ``"auto"`` (per shape and device, see :func:`choose_plan`), ``"mlx"``
+    (:func:`mlx.core.conv2d` and its own gradient), ``"im2col"`` (every pass as matrix products)
+    or a :class:`ConvPlan`. Grouped or dilated convolutions always run :func:`mlx.core.conv2d`.
+
+    Example:
+        >>> x = mx.random.normal((2, 8, 8, 3))
+        >>> w = mx.random.normal((4, 3, 3, 3))
+        >>> y = conv2d(x, w, stride=2, padding=1, method="im2col")
+        >>> y.shape, mx.allclose(y, mx.conv2d(x, w, 2, 1), atol=1e-4).item()
+        ((2, 4, 4, 4), True)
+    """
+    if not isinstance(method, ConvPlan) and method not in METHODS:
+        raise ValueError(f"conv2d: method must be one of {METHODS} or a ConvPlan, got {method!r}")
+    if x.ndim != 4 or weight.ndim != 4:
+        raise ValueError(
+            "conv2d: expected a 4-D NHWC input and a 4-D OHWI weight, "
+            f"got input shape {tuple(x.shape)} and weight shape {tuple(weight.shape)}"
+        )
+    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
+    dilation = _pair(dilation, "dilation")
+    out_channels, kh, kw, in_channels = weight.shape
+    if x.shape[-1] != in_channels * groups:
+        raise ValueError(
+            f"conv2d: input has {x.shape[-1]} channels, the weight {tuple(weight.shape)} "
+            f"with groups={groups} expects {in_channels * groups}"
+        )
+    if groups != 1 or dilation != (1, 1) or method == "mlx":
+        return mx.conv2d(x, weight, stride, padding, dilation, groups)
+    if method == "auto":
+        plan = choose_plan(in_channels, out_channels, (kh, kw), stride)
+    else:
+        plan = LOWERED_PLAN if method == "im2col" else method
+    _check_plan(plan)
+    if plan == MLX_PLAN:
+        return mx.conv2d(x, weight, stride, padding)
+    return _conv_fn(stride, padding, plan)(x, weight)
+
+
+# --- patches and their transpose ---------------------------------------------------------------
+
+
+def _out_size(size: int, kernel: int, stride: int) -> int:
+    return (size - kernel) // stride + 1
+
+
+def _patches(x: mx.array, kernel: Pair, stride: Pair) -> mx.array:
+    """``(N, Ho, Wo, kh·kw·C)``: the already padded input's patches, tap-major like OHWI.
+
+    One strided view ``(N, Ho, Wo, kh, kw, C)`` of the input, copied once by the reshape.
+    """
+    (kh, kw), (sh, sw) = kernel, stride
+    n, h, w, c = x.shape
+    ho, wo = _out_size(h, kh, sh), _out_size(w, kw, sw)
+    if (kh, kw) == (1, 1):
+        return x[:, : sh * (ho - 1) + 1 : sh, : sw * (wo - 1) + 1 : sw, :]
+    x = mx.contiguous(x)
+    view = mx.as_strided(x, (n, ho, wo, kh, kw, c), (h * w * c, sh * w * c, sw * c, w * c, c, 1))
+    return view.reshape(n, ho, wo, kh * kw * c)
+
+
+def _col2im(cols: mx.array, kernel: Pair, stride: Pair, size: Pair) -> mx.array:
+    """The transpose of :func:`_patches`: add each tap's columns back onto its pixels.
+
+    Pixel ``r`` of a row is reached by taps ``i ≡ r (mod stride)`` only, so the rows are built
+    per stride phase, as sums of shifted (padded) taps, then interleaved by a reshape.
+    """
+    (kh, kw), (sh, sw), (hp, wp) = kernel, stride, size
+    n, ho, wo, _ = cols.shape
+    c = cols.shape[-1] // (kh * kw)
+    hq, wq = -(-hp // sh), -(-wp // sw)
+    cols = cols.reshape(n, ho, wo, kh * kw, c)
+    rows = []
+    for a in range(sh):
+        row = []
+        for b in range(sw):
+            acc = None
+            for i in range(a, kh, sh):
+                for j in range(b, kw, sw):
+                    oi, oj = i // sh, j // sw
+                    tap = mx.pad(
+                        cols[:, :, :, i * kw + j, :],
+                        [(0, 0), (oi, hq - ho - oi), (oj, wq - wo - oj), (0, 0)],
+                    )
+                    acc = tap if acc is None else acc + tap
+            row.append(mx.zeros((n, hq, wq, c), cols.dtype) if acc is None else acc)
+        rows.append(row[0][:, :, :, None] if sw == 1 else mx.stack(row, axis=3))
+    full = rows[0][:, :, None] if sh == 1 else mx.stack(rows, axis=2)
+    full = full.reshape(n, hq * sh, wq * sw, c)
+    return full[:, :hp, :wp, :]
+
+
+# --- the three passes, each by MLX's convolution or by matrix products ------------------------
+
+
+def _check_plan(plan: ConvPlan) -> None:
+    for field, allowed in _PASSES.items():
+        if getattr(plan, field) not in allowed:
+            raise ValueError(f"conv2d: plan.{field} must be one of {allowed}, got {plan!r}")
+
+
+def _pad(x: mx.array, padding: Pair) -> mx.array:
+    if padding == (0, 0):
+        return x
+    return mx.pad(x, [(0, 0), (padding[0], padding[0]), (padding[1], padding[1]), (0, 0)])
+
+
+def _forward(x, weight, stride, padding, how):
+    if how == "mlx":
+        return mx.conv2d(x, weight, stride, padding)
+    cols = _patches(_pad(x, padding), weight.shape[1:3], stride)
+    n, ho, wo, k = cols.shape
+    y = cols.reshape(n * ho * wo, k) @ weight.reshape(weight.shape[0], k).T
+    return y.reshape(n, ho, wo, -1)
+
+
+def _input_grad(x, weight, dy, stride, padding, how):
+    if how == "mlx":
+        return mx.vjp(lambda u: mx.conv2d(u, weight, stride, padding), [x], [dy])[1][0]
+    (ph, pw), (h, w) = padding, x.shape[1:3]
+    if how == "subpixel":
+        dx = _subpixel_input_grad(weight, dy, stride, (h + 2 * ph, w + 2 * pw))
+        return dx[:, ph : ph + h, pw : pw + w, :]
+    n, ho, wo, out_channels = dy.shape
+    k = weight.size // out_channels
+    dcols = (dy.reshape(-1, out_channels) @ weight.reshape(out_channels, k)).reshape(n, ho, wo, k)
+    dx = _col2im(dcols, weight.shape[1:3], stride, (h + 2 * ph, w + 2 * pw))
+    return dx[:, ph : ph + h, pw : pw + w, :]
+
+
+def _subpixel_input_grad(weight: mx.array, dy: mx.array, stride: Pair, size: Pair) -> mx.array:
+    """The input gradient (of the padded input, ``size``) one stride phase at a time.
+
+    Pixel ``r = s·q + a`` receives ``Σ_t dY[q - t] · w[a + s·t]``: a stride-1 convolution of
+    ``dY`` with the phase's flipped, transposed sub-kernel, which :func:`mlx.core.conv2d` runs
+    fast. The phases are then interleaved by a reshape.
+    """
+    (sh, sw), (hp, wp) = stride, size
+    n, ho, wo, _ = dy.shape
+    c = weight.shape[-1]
+    hq, wq = -(-hp // sh), -(-wp // sw)
+    rows = []
+    for a in range(sh):
+        row = []
+        for b in range(sw):
+            sub = weight[:, a::sh, b::sw, :]
+            ta, tb = sub.shape[1:3]
+            if ta == 0 or tb == 0:
+                row.append(mx.zeros((n, hq, wq, c), dy.dtype))
+                continue
+            kernel = sub[:, ::-1, ::-1, :].transpose(3, 1, 2, 0)
+            padded = mx.pad(dy, [(0, 0), (ta - 1, hq - ho), (tb - 1, wq - wo), (0, 0)])
+            row.append(mx.conv2d(padded, kernel))
+        rows.append(row[0][:, :, :, None] if sw == 1 else mx.stack(row, axis=3))
+    full = rows[0][:, :, None] if sh == 1 else mx.stack(rows, axis=2)
+    return full.reshape(n, hq * sh, wq * sw, c)[:, :hp, :wp, :]
+
+
+def _weight_grad(x, weight, dy, stride, padding, how):
+    if how == "mlx":
+        return mx.vjp(lambda v: mx.conv2d(x, v, stride, padding), [weight], [dy])[1][0]
+    cols = _patches(_pad(x, padding), weight.shape[1:3], stride)
+    out_channels = dy.shape[-1]
+    dw = dy.reshape(-1, out_channels).T @ cols.reshape(-1, cols.shape[-1])
+    return dw.reshape(weight.shape)
+
+
+@functools.cache
+def _conv_fn(stride: Pair, padding: Pair, plan: ConvPlan):
+    """A custom function ``(x, w) -> y`` for one stride, padding and plan."""
+
+    @mx.custom_function
+    def conv(x: mx.array, weight: mx.array) -> mx.array:
+        return _forward(x, weight, stride, padding, plan.forward)
+
+    @conv.vjp
+    def conv_vjp(primals, cotangent, output):
+        x, weight = primals
+        return (
+            _input_grad(x, weight, cotangent, stride, padding, plan.input_grad),
+            _weight_grad(x, weight, cotangent, stride, padding, plan.weight_grad),
+        )
+
+    return conv

@@ -1,0 +1,200 @@
+"""The lowered convolutions of mlxvision.ops against mx.conv2d and a NumPy reference."""
+
+import itertools
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+
+import mlxvision
+from mlxvision.ops import (
+    LOWERED_PLAN,
+    STRIDED_PLAN,
+    Conv2d,
+    ConvPlan,
+    choose_plan,
+    conv2d,
+    fast_conv_disabled,
+    fast_conv_enabled,
+    keep_freed_memory,
+    use_fast_conv,
+)
+
+RTOL = 1e-4  # float32, relative to the largest magnitude of the reference
+
+
+def assert_close(actual: mx.array, expected: mx.array, rtol: float = RTOL) -> None:
+    actual, expected = np.array(actual), np.array(expected)
+    assert actual.shape == expected.shape
+    scale = max(float(np.abs(expected).max()), 1e-6)
+    error = float(np.abs(actual - expected).max())
+    assert error <= rtol * scale, f"max error {error} > {rtol} * {scale}"
+
+
+def numpy_conv2d(x: np.ndarray, w: np.ndarray, stride: int, padding: int) -> np.ndarray:
+    """Direct NHWC × OHWI cross-correlation, one output pixel at a time."""
+    x = np.pad(x, [(0, 0), (padding, padding), (padding, padding), (0, 0)]).astype(np.float64)
+    n, h, wd, _ = x.shape
+    out_channels, kh, kw, _ = w.shape
+    ho, wo = (h - kh) // stride + 1, (wd - kw) // stride + 1
+    y = np.zeros((n, ho, wo, out_channels))
+    for i, j in itertools.product(range(ho), range(wo)):
+        patch = x[:, i * stride : i * stride + kh, j * stride : j * stride + kw, :]
+        y[:, i, j, :] = np.einsum("nhwc,ohwc->no", patch, w)
+    return y
+
+
+def value_and_grads(conv, x, w, cotangent):
+    outputs, grads = mx.vjp(conv, [x, w], [cotangent])
+    return outputs[0], grads[0], grads[1]
+
+
+PLANS = [
+    LOWERED_PLAN,
+    STRIDED_PLAN,
+    ConvPlan("mlx", "col2im", "matmul"),
+    ConvPlan("im2col", "mlx", "mlx"),
+    "auto",
+]
+CASES = [
+    # kernel, stride, padding, height, width
+    (3, 1, 1, 8, 8),
+    (3, 2, 1, 8, 8),
+    (3, 1, 0, 7, 9),
+    (3, 2, 0, 9, 8),
+    (3, 2, 1, 7, 7),
+    (1, 1, 0, 6, 6),
+    (1, 2, 0, 7, 8),
+    (1, 2, 1, 6, 6),
+    (5, 3, 2, 11, 10),
+]
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: p if isinstance(p, str) else "-".join(p))
+@pytest.mark.parametrize("kernel,stride,padding,height,width", CASES)
+def test_forward_and_gradients_match_mlx(plan, kernel, stride, padding, height, width):
+    mx.random.seed(0)
+    x = mx.random.normal((2, height, width, 5))
+    w = mx.random.normal((6, kernel, kernel, 5))
+    cotangent = mx.random.normal(mx.conv2d(x, w, stride, padding).shape)
+    expected = value_and_grads(lambda a, b: mx.conv2d(a, b, stride, padding), x, w, cotangent)
+    actual = value_and_grads(
+        lambda a, b: conv2d(a, b, stride, padding, method=plan), x, w, cotangent
+    )
+    for name, a, e in zip(("output", "input grad", "weight grad"), actual, expected, strict=True):
+        assert a.shape == e.shape, name
+        assert_close(a, e)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (3, 2, 1), (1, 2, 0), (3, 2, 0)])
+def test_forward_matches_numpy(kernel, stride, padding):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 9, 7, 4)).astype(np.float32)
+    w = rng.standard_normal((3, kernel, kernel, 4)).astype(np.float32)
+    expected = numpy_conv2d(x, w, stride, padding)
+    y = conv2d(mx.array(x), mx.array(w), stride, padding, method="im2col")
+    assert_close(y, mx.array(expected.astype(np.float32)))
+
+
+def test_gradients_under_compile_match():
+    x = mx.random.normal((2, 8, 8, 3))
+    w = mx.random.normal((4, 3, 3, 3))
+
+    def loss(conv):
+        return lambda a, b: (conv(a, b) ** 2).sum()
+
+    fast = mx.compile(mx.grad(loss(lambda a, b: conv2d(a, b, 2, 1, method="im2col")), (0, 1)))
+    plain = mx.grad(loss(lambda a, b: mx.conv2d(a, b, 2, 1)), (0, 1))
+    for a, e in zip(fast(x, w), plain(x, w), strict=True):
+        assert_close(a, e)
+
+
+def test_non_contiguous_input():
+    x = mx.random.normal((2, 3, 9, 8)).transpose(0, 2, 3, 1)
+    w = mx.random.normal((4, 3, 3, 3))
+    assert_close(conv2d(x, w, 2, 0, method="im2col"), mx.conv2d(x, w, 2, 0))
+
+
+def test_grouped_and_dilated_fall_back_to_mlx_exactly():
+    x = mx.random.normal((2, 8, 8, 4))
+    w = mx.random.normal((6, 3, 3, 2))
+    got = conv2d(x, w, 1, 1, groups=2, method="im2col")
+    assert mx.array_equal(got, mx.conv2d(x, w, 1, 1, groups=2))
+    w = mx.random.normal((6, 3, 3, 4))
+    got = conv2d(x, w, 1, 2, dilation=2, method="im2col")
+    assert mx.array_equal(got, mx.conv2d(x, w, 1, 2, dilation=2))
+
+
+def test_choose_plan_uses_mlx_off_the_cpu_and_when_disabled(monkeypatch):
+    assert choose_plan(64, 64, (3, 3), (2, 2), mx.Device(mx.gpu)).forward == "mlx"
+    assert choose_plan(64, 64, (3, 3), (2, 2), mx.cpu) != ConvPlan("mlx", "mlx", "mlx")
+    monkeypatch.setenv("MLXVISION_FAST_CONV", "0")
+    assert not fast_conv_enabled()
+    assert choose_plan(64, 64, (3, 3), (2, 2), mx.cpu) == ConvPlan("mlx", "mlx", "mlx")
+
+
+def _layer_outputs(layer, x):
+    def loss(params, x):
+        layer.update(params)
+        return (layer(x) ** 2).sum()
+
+    value, grads = mx.value_and_grad(loss)(layer.trainable_parameters(), x)
+    return layer(x), value, grads["weight"], grads["bias"]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_layer_opt_out_gives_exactly_mlx(monkeypatch, stride):
+    fast = Conv2d(3, 8, 3, stride=stride, padding=1)
+    plain = nn.Conv2d(3, 8, 3, stride=stride, padding=1)
+    plain.update(fast.parameters())
+    x = mx.random.normal((2, 10, 10, 3))
+    expected = _layer_outputs(plain, x)
+    monkeypatch.setenv("MLXVISION_FAST_CONV", "0")
+    for a, e in zip(_layer_outputs(fast, x), expected, strict=True):
+        assert mx.array_equal(a, e)
+    monkeypatch.delenv("MLXVISION_FAST_CONV")
+    with fast_conv_disabled():
+        for a, e in zip(_layer_outputs(fast, x), expected, strict=True):
+            assert mx.array_equal(a, e)
+    for a, e in zip(_layer_outputs(fast, x), expected, strict=True):
+        assert_close(a, e)
+
+
+def test_use_fast_conv_swaps_in_place_and_back():
+    model = mlxvision.create_model("resnet20", num_classes=10)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    weights = [c.weight for c in convs]
+    x = mx.random.normal((2, 32, 32, 3))
+    model.eval()
+    expected = model(x)
+    assert use_fast_conv(model) is model
+    assert all(type(c) is Conv2d for c in convs)
+    assert all(c.weight is w for c, w in zip(convs, weights, strict=True))
+    assert_close(model(x), expected)
+    use_fast_conv(model, enabled=False)
+    assert all(type(c) is nn.Conv2d for c in convs)
+    assert mx.array_equal(model(x), expected)
+
+
+def test_bad_input_is_named():
+    x, w = mx.zeros((1, 4, 4, 3)), mx.zeros((2, 3, 3, 3))
+    with pytest.raises(ValueError, match="method"):
+        conv2d(x, w, method="fft")
+    with pytest.raises(ValueError, match="channels"):
+        conv2d(mx.zeros((1, 4, 4, 5)), w)
+    with pytest.raises(ValueError, match="4-D"):
+        conv2d(mx.zeros((4, 4, 3)), w)
+    with pytest.raises(ValueError, match="input_grad"):
+        conv2d(x, w, method=ConvPlan("im2col", "fft", "matmul"))
+    with pytest.raises(ValueError, match="stride"):
+        conv2d(x, w, stride=(1, 2, 3))
+    with pytest.raises(TypeError, match="model"):
+        use_fast_conv("resnet20")
+
+
+def test_keep_freed_memory_checks_and_skips_other_systems(monkeypatch):
+    with pytest.raises(ValueError, match="mmap_threshold"):
+        keep_freed_memory(0)
+    monkeypatch.setattr("platform.system", lambda: "Darwin")
+    assert keep_freed_memory() is False

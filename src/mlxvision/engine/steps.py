@@ -2,10 +2,11 @@
 
 A train step is ``step(images, targets) -> (loss, correct)``: it updates the model and the
 optimizer in place and returns the batch's mean loss and number of correct predictions as
-``mx.array`` scalars, without reading them on the host. With ``compile=True`` (the default) it
-is compiled with ``mx.compile`` over ``mx.value_and_grad``, with the model's state, the
-optimizer's state, MLX's random state (dropout, stochastic depth) and the step's own state
-(gradient accumulation buffer, loss scale) captured as inputs and outputs.
+``mx.array`` scalars, without reading them on the host. Compiled (the default on GPUs; see
+:func:`mlxvision.backend.compile_by_default`), it is one ``mx.compile`` over
+``mx.value_and_grad``, with the model's state, the optimizer's state, MLX's random state
+(dropout, stochastic depth) and the step's own state (gradient accumulation buffer, loss scale)
+captured as inputs and outputs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map
 
+from ..backend import compile_by_default
 from .losses import cross_entropy
 from .precision import LossScaler, compute_dtype
 
@@ -33,7 +35,7 @@ class TrainStep:
         optimizer: optim.Optimizer,
         loss_fn: LossFn = cross_entropy,
         *,
-        compile: bool = True,
+        compile: bool | None = None,
         precision: str = "float32",
         clip_grad_norm: float | None = None,
         accumulate: int = 1,
@@ -59,6 +61,8 @@ class TrainStep:
             self.extra["scaler"] = self.scaler.state
         if self.accumulate > 1:
             self.extra["grads"] = tree_map(mx.zeros_like, model.trainable_parameters())
+        if compile is None:
+            compile = compile_by_default()
         self._value_and_grad = mx.value_and_grad(self._loss)
         self.state = [model.state, optimizer.state, mx.random.state, self.extra]
         wrap = (
@@ -144,7 +148,7 @@ def make_train_step(
     optimizer: optim.Optimizer,
     loss_fn: LossFn = cross_entropy,
     *,
-    compile: bool = True,
+    compile: bool | None = None,
     precision: str = "float32",
     clip_grad_norm: float | None = None,
     accumulate: int = 1,
@@ -163,6 +167,9 @@ def make_train_step(
     - ``group`` (an ``mx.distributed`` group of several processes): gradients are averaged
       over the group before each update, in few large messages; every process then applies the
       same update. Each process's batch is its shard of the global batch.
+
+    ``compile`` (``mx.compile`` over the whole step) defaults to yes on GPUs and no on CPUs,
+    where MLX's compiler measured no faster (:func:`mlxvision.backend.compile_by_default`).
 
     The model runs in training mode inside the step. Call it with batches of one shape (drop or
     pad the last batch): each new shape compiles the step again.
@@ -192,7 +199,7 @@ def make_eval_step(
     model: nn.Module,
     loss_fn: LossFn = cross_entropy,
     *,
-    compile: bool = True,
+    compile: bool | None = None,
     precision: str = "float32",
     top_k: int = 5,
     tta: bool = False,
@@ -238,6 +245,8 @@ def make_eval_step(
             "confusion": confusion,
         }
 
+    if compile is None:
+        compile = compile_by_default()
     if not compile:
         return step
     return mx.compile(step, inputs=[model.state])

@@ -93,7 +93,7 @@ class Trainer:
         run_dir: str | os.PathLike | None = None,
         distributed: bool = False,
         watchdog_timeout: float = 600.0,
-        compile: bool = True,
+        compile: bool | None = None,
         verbose: bool = True,
         log_every: int = 50,
     ) -> None:

@@ -17,6 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .._files import atomic_path
+from ..ops import fast_conv_disabled
 from . import shapeless as shapeless_check
 
 SUFFIX = ".mlxfn"
@@ -59,7 +60,8 @@ def export_mlxfn(
     example = mx.zeros(tuple(int(s) for s in input_shape), dtype=dtype)
 
     def forward(images: mx.array) -> mx.array:
-        return model(images)
+        with fast_conv_disabled():  # a portable file holds MLX's own primitives only
+            return model(images)
 
     try:
         forward(example)  # fail here, with the model's own message, before writing anything

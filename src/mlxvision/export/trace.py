@@ -116,6 +116,13 @@ def trace(
         >>> graph.op_counts()["pool"], graph.dynamic_batch
         (2, True)
     """
+    from ..ops import fast_conv_disabled
+
+    with fast_conv_disabled():  # exporters read MLX's own Convolution primitive
+        return _trace(model_or_fn, example_input, dynamic_batch, optimize)
+
+
+def _trace(model_or_fn, example_input, dynamic_batch: bool, optimize: bool) -> Graph:
     fn = _as_function(model_or_fn)
     example = mx.array(example_input) if not isinstance(example_input, mx.array) else example_input
     if example.ndim == 0:

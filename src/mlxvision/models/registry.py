@@ -12,6 +12,7 @@ from typing import Any
 
 import mlx.nn as nn
 
+from ..ops import use_fast_conv
 from .base import ModelSpec
 
 
@@ -115,6 +116,8 @@ def create_model(
     :func:`mlxvision.save`, or by ``mx.save_safetensors(path, dict(tree_flatten(
     model.parameters())))``); the weights must fit exactly and the model is returned in eval
     mode. Convert torchvision weights with :func:`mlxvision.models.convert_torch_state_dict`.
+    Convolutions choose the fastest implementation for their shape and device
+    (:mod:`mlxvision.ops`; ``MLXVISION_FAST_CONV=0`` keeps MLX's own everywhere).
 
     Example:
         >>> model = create_model("simple_cnn", num_classes=10, in_channels=1, input_size=8)
@@ -122,7 +125,7 @@ def create_model(
         ('simple_cnn', 10)
     """
     card = model_card(name)
-    model = card.builder(**kwargs)
+    model = use_fast_conv(card.builder(**kwargs))
     model.spec = ModelSpec(name, dict(kwargs))
     if pretrained is not None:
         from ..checkpoint import load

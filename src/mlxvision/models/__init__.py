@@ -22,7 +22,14 @@ from .convnext import ConvNeXt
 from .efficientnet import EfficientNet
 from .fastnet import FastNet
 from .mobilenet import MobileNetV2, MobileNetV3
-from .registry import ModelCard, create_model, list_models, model_card, register_model
+from .registry import (
+    ModelCard,
+    create_model,
+    list_models,
+    model_card,
+    register_model,
+    unregister_model,
+)
 from .resnet import CifarResNet, PreActResNet, ResNet
 from .vgg import VGG
 from .vit import VisionTransformer
@@ -51,5 +58,6 @@ __all__ = [
     "map_torch_state_dict",
     "model_card",
     "register_model",
+    "unregister_model",
     "torch_name",
 ]

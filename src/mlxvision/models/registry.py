@@ -75,6 +75,7 @@ def register_model(
         ...     return nn.Linear(in_channels, num_classes)
         >>> "tiny_linear_example" in list_models()
         True
+        >>> unregister_model("tiny_linear_example")
     """
 
     def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -86,6 +87,19 @@ def register_model(
         return builder
 
     return add
+
+
+def unregister_model(name: str) -> None:
+    """Remove a model from the registry (for example one registered by a test).
+
+    Example:
+        >>> unregister_model("no_such_model")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Unknown model 'no_such_model'...
+    """
+    model_card(name)
+    del _REGISTRY[name]
 
 
 def list_models(pattern: str = "*") -> list[str]:

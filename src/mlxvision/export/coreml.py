@@ -30,26 +30,14 @@ import numpy as np
 
 from .._files import atomic_path
 from .._version import __version__
-from .ir import Graph, Node
+from .ir import UNARY, Graph, Node
 from .layout import to_channels_first
 from .trace import trace
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 PROBABILITIES_NAME = "probabilities"
-_UNARY = (
-    "abs",
-    "exp",
-    "log",
-    "tanh",
-    "sigmoid",
-    "erf",
-    "sqrt",
-    "rsqrt",
-    "square",
-    "relu",
-    "identity",
-)
+_UNARY = tuple(op for op in UNARY if op != "neg")  # MIL has no neg: emitted as mul by -1
 _BINARY = {
     "add": "add",
     "sub": "sub",

@@ -13,6 +13,7 @@ from mlxvision.ops import (
     STRIDED_PLAN,
     Conv2d,
     ConvPlan,
+    MaxPool2d,
     choose_plan,
     conv2d,
     fast_conv_disabled,
@@ -175,6 +176,30 @@ def test_use_fast_conv_swaps_in_place_and_back():
     use_fast_conv(model, enabled=False)
     assert all(type(c) is nn.Conv2d for c in convs)
     assert mx.array_equal(model(x), expected)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (9, 7)])
+def test_fast_max_pool_equals_mlx_pooling_and_its_gradient(size):
+    x = mx.random.normal((3, *size, 4), key=mx.random.key(5))
+    weights = mx.random.normal((3, size[0] // 2, size[1] // 2, 4), key=mx.random.key(6))
+
+    def loss(pool):
+        return lambda a: (pool(a) * weights).sum()
+
+    fast, plain = MaxPool2d(2, 2), nn.MaxPool2d(2, 2)
+    assert mx.array_equal(fast(x), plain(x)).item()
+    assert mx.array_equal(mx.grad(loss(fast))(x), mx.grad(loss(plain))(x)).item()
+    overlapping = MaxPool2d(3, 2)  # not a reshape: MLX's pooling, unchanged
+    assert mx.array_equal(overlapping(x), nn.MaxPool2d(3, 2)(x)).item()
+
+
+def test_fast_max_pool_steps_aside_for_exporters():
+    from mlxvision.export.trace import trace
+
+    model = use_fast_conv(nn.Sequential(nn.MaxPool2d(2, 2)))
+    assert type(model.layers[0]) is MaxPool2d
+    graph = trace(model.eval(), mx.zeros((1, 4, 4, 2)))
+    assert graph.op_counts().get("pool") == 1  # MLX's pooling, which exports to every format
 
 
 def test_bad_input_is_named():

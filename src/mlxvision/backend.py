@@ -38,7 +38,17 @@ BLAS_CANDIDATES = (
 
 @dataclass
 class BlasChoice:
-    """Which BLAS mlxvision put in front of MLX's, and why."""
+    """Which BLAS mlxvision put in front of MLX's, and why.
+
+    ``library`` is the path of the library loaded, or ``None`` when MLX keeps its own.
+
+    Example:
+        >>> choice = preload_blas()  # done once, when mlxvision is imported
+        >>> isinstance(choice, BlasChoice), choice.reason != ""
+        (True, True)
+        >>> info()["blas_reason"] == choice.reason
+        True
+    """
 
     library: str | None
     reason: str

@@ -30,7 +30,19 @@ def _pyplot():
 
 
 def plot_history(history: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """Loss and accuracy per epoch, training next to validation, as one PNG."""
+    """Loss and accuracy per epoch, training next to validation, as one PNG.
+
+    ``history`` is what :meth:`~mlxvision.engine.Trainer.fit` returns: one record per epoch
+    with ``epoch``, ``loss`` and ``accuracy``, and ``val_*`` / ``ema_val_*`` where present.
+    Returns the path written.
+
+    Example:
+        >>> import tempfile
+        >>> history = [{"epoch": 1, "loss": 1.2, "accuracy": 0.6},
+        ...            {"epoch": 2, "loss": 0.7, "accuracy": 0.8}]
+        >>> plot_history(history, tempfile.mkdtemp() + "/curves.png").name
+        'curves.png'
+    """
     if not history:
         raise ValueError("plot_history: the history is empty (train at least one epoch)")
     plt = _pyplot()

@@ -50,7 +50,19 @@ class _ReportToTrial(Callback):
 
 def suggest(trial, recipe: Recipe) -> Recipe:
     """The recipe with this trial's choices: lr in [lr/10, lr·10] (log), weight decay in
-    [1e-5, 1e-2] (log, SGD/AdamW only), batch size from {b/2, b, 2b}, crop padding 0..2p."""
+    [1e-5, 1e-2] (log, SGD/AdamW only), batch size from {b/2, b, 2b}, crop padding 0..2p.
+
+    ``trial`` is an Optuna trial; :func:`tune` calls this once per trial.
+
+    Example:
+        >>> import optuna
+        >>> from mlxvision.recipes import get_recipe
+        >>> recipe = get_recipe("digits")  # Adam, lr 1e-3, batch 64, crop padding 1
+        >>> trial = optuna.trial.FixedTrial({"lr": 3e-3, "batch_size": 128, "crop_padding": 2})
+        >>> chosen = suggest(trial, recipe)
+        >>> chosen.lr, chosen.batch_size, chosen.crop_padding, chosen.epochs == recipe.epochs
+        (0.003, 128, 2, True)
+    """
     changes: dict[str, Any] = {
         "lr": trial.suggest_float("lr", recipe.lr / 10, recipe.lr * 10, log=True),
         "batch_size": trial.suggest_categorical(
@@ -82,6 +94,18 @@ def tune(
     ``out/trial-NNN`` (a normal run folder); ``out/tune.json`` summarises the trials and the
     best one. Trials whose validation accuracy lags the median of earlier trials at the same
     epoch are pruned (Optuna's ``MedianPruner``).
+
+    Example:
+        >>> import tempfile
+        >>> from mlxvision.recipes import get_recipe
+        >>> recipe, out = get_recipe("digits").replace(epochs=2), tempfile.mkdtemp()
+        >>> study = tune(recipe, trials=4, out=out, verbose=False)  # doctest: +SKIP
+        >>> sorted(study.best_params)  # doctest: +SKIP
+        ['batch_size', 'crop_padding', 'lr']
+        >>> tune(recipe, trials=0)  # checked before any work
+        Traceback (most recent call last):
+        ...
+        ValueError: trials: expected a positive int, got 0
     """
     optuna = _optuna()
     if trials < 1:

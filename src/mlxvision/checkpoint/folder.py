@@ -9,8 +9,10 @@ Layout::
     state.json              epoch, batch index, seeds, metrics so far, library version
     manifest.json           SHA-256 and size of every file above
 
-The folder is written under a temporary name beside the target, fsynced, then renamed: a
-reader sees a whole checkpoint or none. No pickle anywhere.
+The folder is written under a hidden temporary name beside the target (``.NAME.tmp-XXXXXXXX``,
+never taken for a checkpoint), fsynced, then renamed: a reader sees a whole checkpoint or none.
+A failed write (disk full, ...) removes the temporary and raises an ``OSError`` naming the
+target. No pickle anywhere.
 """
 
 from __future__ import annotations
@@ -25,11 +27,10 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
-from .._files import atomic_path
+from .._files import atomic_path, save_safetensors, write_bytes
 from .._version import __version__
-from .model_file import check_weights
+from .model_file import check_weights, write_model_file
 from .model_file import load as load_model_file
-from .model_file import save as save_model_file
 from .safetensors_check import CheckpointError, read_header
 
 FORMAT = "mlxvision.checkpoint/1"
@@ -58,12 +59,20 @@ def save_checkpoint(
     arrays: dict[str, Any] | None = None,
     state: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a checkpoint folder at ``path`` atomically; refuse to overwrite one.
+    """Write a checkpoint folder at ``path`` atomically; refuse to overwrite one unless
+    ``overwrite=True`` (the old one then stays whole until the new one is complete).
 
     ``optimizer_state`` (``optimizer.state``), ``ema_weights`` and ``arrays`` are trees of
     arrays; ``state`` is JSON-serialisable training state; ``metadata`` travels with the model
     weights (class names, normalization, ...).
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        OSError: writing failed (disk full, file too large, permission denied, ...): the
+            subclass matching its ``errno``, a message naming ``path`` and the reason, the
+            original error as ``__cause__``. Nothing is left at ``path`` but what was there.
 
     Example:
         >>> import tempfile, mlx.nn as nn
@@ -73,7 +82,7 @@ def save_checkpoint(
         ['manifest.json', 'model.safetensors', 'state.json']
     """
     path = Path(path)
-    if path.exists():
+    if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: a checkpoint is already there; choose a new folder")
     try:
         state_text = json.dumps(
@@ -81,16 +90,14 @@ def save_checkpoint(
         )
     except TypeError as err:
         raise TypeError(f"save_checkpoint: state must be JSON ({err})") from None
+    trees = {EMA: ema_weights, OPTIMIZER: optimizer_state, ARRAYS: arrays or None}
+    flat = {name: _flat(tree, name) for name, tree in trees.items() if tree is not None}
     with atomic_path(path) as tmp:
         tmp.mkdir()
-        save_model_file(model, tmp / MODEL, metadata=metadata)
-        if ema_weights is not None:
-            mx.save_safetensors(str(tmp / EMA), dict(tree_flatten(ema_weights)))
-        if optimizer_state is not None:
-            mx.save_safetensors(str(tmp / OPTIMIZER), _flat(optimizer_state, "optimizer_state"))
-        if arrays:
-            mx.save_safetensors(str(tmp / ARRAYS), _flat(arrays, "arrays"))
-        (tmp / STATE).write_text(state_text)
+        write_model_file(model, tmp / MODEL, metadata=metadata)
+        for name, weights in flat.items():
+            save_safetensors(tmp / name, weights)
+        write_bytes(tmp / STATE, state_text.encode())
         files = sorted(p.name for p in tmp.iterdir())
         manifest = {
             "format": FORMAT,
@@ -99,14 +106,15 @@ def save_checkpoint(
                 for name in files
             },
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
     return path
 
 
-def _flat(tree: Any, what: str) -> dict[str, mx.array]:
+def _flat(tree: Any, name: str) -> dict[str, mx.array]:
     flat = tree_flatten(tree)
     bad = [k for k, v in flat if not isinstance(v, mx.array)]
     if bad:
+        what = {EMA: "ema_weights", OPTIMIZER: "optimizer_state", ARRAYS: "arrays"}[name]
         raise TypeError(f"{what}: expected arrays only, found other values at {', '.join(bad)}")
     return dict(flat)
 

@@ -7,10 +7,11 @@ import math
 import os
 import re
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
-from .._files import atomic_path
+from .._files import atomic_path, move_into_place, remove, write_bytes, write_error
 from .folder import is_checkpoint, read_state, save_checkpoint, verify_checkpoint
 from .safetensors_check import CheckpointError
 
@@ -94,20 +95,48 @@ class CheckpointManager:
 
     def save(self, step: int, model, **contents: Any) -> Path:
         """Write checkpoint ``step-NNNNNNNN`` (arguments as :func:`save_checkpoint`), then
-        update the index and delete what is no longer kept."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for stale in self.folder.glob(".step-*.tmp-*"):  # left by a save that was killed
-            shutil.rmtree(stale, ignore_errors=True)
+        update the index and delete what is no longer kept.
+
+        Raises:
+            OSError: writing failed (disk full, file too large, permission denied, ...): the
+                subclass matching its ``errno``, a message naming the checkpoint and the reason,
+                the original error as ``__cause__``. The index and the checkpoints it names are
+                then as they were before the call.
+        """
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise write_error(self.folder, err, "could not create the folder") from err
+        for pattern in (".step-*.tmp-*", ".step-*.old-*"):  # left by a save that was killed
+            for stale in self.folder.glob(pattern):
+                remove(stale)
         name = f"step-{step:08d}"
         path = self.folder / name
-        if path.exists():
-            shutil.rmtree(path)  # a re-run of the same step after a resume replaces it
-        save_checkpoint(path, model, **contents)
-        metric = (contents.get("state") or {}).get("metrics", {}).get(self.monitor or "")
-        entries = [e for e in self.entries() if e["name"] != name]
-        entries.append({"name": name, "step": step, "metric": metric})
-        kept = self._kept(entries)
-        self._write_index([e for e in entries if e["name"] in kept])
+        # a re-run of the same step after a resume replaces it: keep the old one restorable
+        backup = _hard_link_copy(path) if path.exists() else None
+        try:
+            save_checkpoint(path, model, overwrite=True, **contents)
+            metric = (contents.get("state") or {}).get("metrics", {}).get(self.monitor or "")
+            entries = [e for e in self.entries() if e["name"] != name]
+            entries.append({"name": name, "step": step, "metric": metric})
+            kept = self._kept(entries)
+            try:
+                self._write_index([e for e in entries if e["name"] in kept])
+            except OSError as err:
+                if backup is None:
+                    remove(path)
+                else:
+                    move_into_place(backup, path)
+                raise write_error(
+                    path,
+                    err,
+                    f"could not record the checkpoint in {self.folder / INDEX}",
+                    "the new checkpoint was undone; the index and the checkpoints it names are "
+                    "unchanged",
+                ) from err
+        finally:
+            if backup is not None:
+                remove(backup)
         for entry in entries:
             if entry["name"] not in kept:
                 shutil.rmtree(self.folder / entry["name"], ignore_errors=True)
@@ -123,11 +152,29 @@ class CheckpointManager:
 
     def _write_index(self, entries: list[dict[str, Any]]) -> None:
         with atomic_path(self.folder / INDEX) as tmp:
-            tmp.write_text(json.dumps({"checkpoints": entries}, indent=1))
+            write_bytes(tmp, json.dumps({"checkpoints": entries}, indent=1).encode())
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _hard_link_copy(path: Path) -> Path:
+    """A hidden copy of checkpoint folder ``path`` beside it, made of hard links where it can."""
+    copy = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+    try:
+        copy.mkdir()
+        for file in path.iterdir():
+            try:
+                os.link(file, copy / file.name)
+            except OSError:  # a file system without hard links
+                shutil.copy2(file, copy / file.name)
+    except OSError as err:
+        remove(copy)
+        raise write_error(
+            path, err, "could not keep the previous version while replacing it", "it is unchanged"
+        ) from err
+    return copy
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:

@@ -11,7 +11,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .._files import atomic_path
+from .._files import atomic_path, save_safetensors
 from .._version import __version__
 from .safetensors_check import CheckpointError, read_header
 
@@ -32,6 +32,14 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | N
     :func:`load` can rebuild them with no user code. ``metadata`` (JSON-serialisable: class
     names, normalization, ...) travels in the file too. No pickle is involved.
 
+    The file is written under a hidden temporary name beside ``path``, fsynced, then renamed: a
+    file already at ``path`` stays whole until the new one is complete.
+
+    Raises:
+        OSError: writing failed (disk full, file too large, permission denied, ...): the
+            subclass matching its ``errno``, a message naming ``path`` and the reason, the
+            original error as ``__cause__``; a previous file at ``path`` is unchanged.
+
     Example:
         >>> import tempfile
         >>> from mlxvision import create_model
@@ -40,6 +48,24 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | N
         'digits.safetensors'
     """
     path = model_path(path)
+    weights, header = _contents(model, metadata)
+    with atomic_path(path) as tmp:
+        save_safetensors(tmp, weights, metadata=header)
+    return path
+
+
+def write_model_file(
+    model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None
+) -> None:
+    """Write what :func:`save` writes, to a new file ``path``, not atomically (for a file
+    inside a folder that is itself written atomically)."""
+    weights, header = _contents(model, metadata)
+    save_safetensors(path, weights, metadata=header)
+
+
+def _contents(
+    model: nn.Module, metadata: dict[str, Any] | None
+) -> tuple[dict[str, mx.array], dict[str, str]]:
     spec = getattr(model, "spec", None)
     header = {
         "format": FORMAT,
@@ -51,10 +77,7 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | N
         text = json.dumps(header)
     except TypeError as err:
         raise TypeError(f"save: metadata and model arguments must be JSON ({err})") from None
-    weights = dict(tree_flatten(model.parameters()))
-    with atomic_path(path, suffix=SUFFIX) as tmp:
-        mx.save_safetensors(str(tmp), weights, metadata={"mlxvision": text})
-    return path
+    return dict(tree_flatten(model.parameters())), {"mlxvision": text}
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -16,7 +16,21 @@ ITEM_SIZES = {
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupt, or does not fit the model; the message names it."""
+    """A checkpoint file is missing, corrupt, or does not fit the model; the message names it.
+
+    Example:
+        >>> import tempfile
+        >>> from mlxvision.checkpoint import load
+        >>> path = tempfile.mkdtemp() + "/broken.safetensors"
+        >>> with open(path, "wb") as f:
+        ...     _ = f.write(b"not a checkpoint")
+        >>> load(path)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mlxvision.checkpoint.safetensors_check.CheckpointError: ...broken.safetensors: corrupt ...
+        >>> issubclass(CheckpointError, ValueError)
+        True
+    """
 
 
 def read_header(path: str | os.PathLike) -> dict:

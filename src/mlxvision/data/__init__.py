@@ -19,6 +19,7 @@ from .datasets import (
     FashionMNIST,
     ImageFolder,
 )
+from .device import DeviceLoader, random_translate_flip, translate_flip
 from .download import download, extract_archive
 from .loader import DataLoader
 
@@ -29,10 +30,13 @@ __all__ = [
     "MNIST",
     "ArrayDataset",
     "DataLoader",
+    "DeviceLoader",
     "Digits",
     "FashionMNIST",
     "ImageFolder",
     "download",
     "extract_archive",
+    "random_translate_flip",
     "transforms",
+    "translate_flip",
 ]

@@ -41,15 +41,57 @@ _USER_AGENT = f"mlxvision/{__version__}"
 
 
 class DownloadError(OSError):
-    """A download failed: the server answered with an error or the connection broke."""
+    """A download failed: the server answered with an error or the connection broke.
+
+    Example:
+        >>> import tempfile
+        >>> url, root = "http://127.0.0.1:9/data.tar.gz", tempfile.mkdtemp()  # nothing listens
+        >>> download(url, root, progress=False)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mlxvision.data.download.DownloadError: http://127.0.0.1:9/data.tar.gz: ...
+    """
 
 
 class ChecksumError(DownloadError):
-    """A downloaded file does not match its published checksum (the file has been deleted)."""
+    """A downloaded file does not match its published checksum (the file has been deleted).
+
+    Example:
+        >>> import functools, http.server, pathlib, tempfile, threading
+        >>> served = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (served / "data.bin").write_bytes(b"not the published file")
+        >>> handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=served)
+        >>> server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        >>> threading.Thread(target=server.serve_forever, daemon=True).start()
+        >>> url = f"http://127.0.0.1:{server.server_port}/data.bin"
+        >>> root = tempfile.mkdtemp()
+        >>> download(url, root, sha256="0" * 64, progress=False)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mlxvision.data.download.ChecksumError: ...: the downloaded file does not match ...
+        >>> server.shutdown()
+    """
 
 
 class UnsafeArchiveError(ValueError):
-    """An archive holds a member that would land outside the destination folder."""
+    """An archive holds a member that would land outside the destination folder.
+
+    Nothing of such an archive is extracted.
+
+    Example:
+        >>> import io, pathlib, tarfile, tempfile
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> with tarfile.open(folder / "evil.tar", "w") as tar:
+        ...     member = tarfile.TarInfo("../outside.txt")
+        ...     member.size = 2
+        ...     tar.addfile(member, io.BytesIO(b"hi"))
+        >>> extract_archive(folder / "evil.tar", folder / "out")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mlxvision.data.download.UnsafeArchiveError: ...: its path climbs out of the destination
+        >>> (folder / "outside.txt").exists()
+        False
+    """
 
 
 # --------------------------------------------------------------------------------------------

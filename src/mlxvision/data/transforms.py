@@ -117,7 +117,18 @@ def _cast_back(result: mx.array, dtype: mx.Dtype) -> mx.array:
 
 
 class Transform:
-    """Base class: ``transform(images, key=None) -> images``."""
+    """Base class: ``transform(images, key=None) -> images``.
+
+    A subclass implements ``__call__``; it then composes with the others in :class:`Compose`.
+
+    Example:
+        >>> class Invert(Transform):
+        ...     def __call__(self, images, key=None):
+        ...         return 1.0 - images
+        >>> t = Compose([ToTensor(), Invert()])
+        >>> t(mx.zeros((1, 2, 2, 1), dtype=mx.uint8)).tolist()
+        [[[[1.0], [1.0]], [[1.0], [1.0]]]]
+    """
 
     def __call__(self, images: mx.array, key: mx.array | None = None) -> mx.array:
         raise NotImplementedError
@@ -128,7 +139,18 @@ class Transform:
 
 
 class RandomTransform(Transform):
-    """A transform whose randomness is drawn by :meth:`params` and used by :meth:`apply`."""
+    """A transform whose randomness is drawn by :meth:`params` and used by :meth:`apply`.
+
+    ``t(images, key)`` is ``t.apply(images, t.params(images.shape, key))``, so the parameters
+    of a batch can be kept, inspected, or applied to a second batch (a mask, say).
+
+    Example:
+        >>> flip = RandomHorizontalFlip()
+        >>> images = mx.random.uniform(shape=(4, 8, 8, 3))
+        >>> params = flip.params(images.shape, key=mx.random.key(0))
+        >>> mx.array_equal(flip(images, key=mx.random.key(0)), flip.apply(images, params)).item()
+        True
+    """
 
     def params(self, shape: Sequence[int], key: mx.array | None = None) -> NamedTuple:
         """Draw the random parameters of a batch of ``shape`` (N×H×W×C)."""
@@ -275,6 +297,16 @@ class Normalize(Transform):
 
 
 class FlipParams(NamedTuple):
+    """The draws of :class:`RandomHorizontalFlip` and :class:`RandomVerticalFlip`.
+
+    Example:
+        >>> RandomHorizontalFlip(p=1.0).params((3, 8, 8, 1)).flip.tolist()
+        [True, True, True]
+        >>> x = mx.array([[[[1], [2]]], [[[3], [4]]]])  # two 1×2 images
+        >>> RandomHorizontalFlip().apply(x, FlipParams(mx.array([True, False]))).reshape(-1)
+        array([2, 1, 3, 4], dtype=int32)
+    """
+
     flip: mx.array  # (N,) bool: whether sample i is flipped
 
 
@@ -407,6 +439,18 @@ def crop_at(images: mx.array, top: mx.array, left: mx.array, size: tuple[int, in
 
 
 class CropParams(NamedTuple):
+    """Where :class:`RandomCrop` cuts each image: its top-left corner, in padded coordinates.
+
+    Example:
+        >>> crop = RandomCrop(4, padding=2)
+        >>> params = crop.params((2, 4, 4, 1), key=mx.random.key(0))
+        >>> bool(((params.top >= 0) & (params.top <= 4) & (params.left <= 4)).all())
+        True
+        >>> middle = CropParams(top=mx.array([2, 2]), left=mx.array([2, 2]))  # no shift
+        >>> crop.apply(mx.ones((2, 4, 4, 1)), middle).sum().item()
+        32.0
+    """
+
     top: mx.array  # (N,) int: first row of each crop (in padded coordinates)
     left: mx.array  # (N,) int: first column of each crop (in padded coordinates)
 
@@ -614,6 +658,18 @@ class Resize(Transform):
 
 
 class BoxParams(NamedTuple):
+    """The box of each image that :class:`RandomResizedCrop` resamples to its ``size``.
+
+    Example:
+        >>> params = RandomResizedCrop(16).params((2, 32, 24, 3), key=mx.random.key(0))
+        >>> bool(((params.top + params.height <= 32) & (params.left + params.width <= 24)).all())
+        True
+        >>> x = mx.arange(64, dtype=mx.float32).reshape(1, 8, 8, 1)
+        >>> quarter = BoxParams(*(mx.array([v]) for v in (0, 0, 4, 4)))  # the top-left 4×4
+        >>> RandomResizedCrop(4).apply(x, quarter)[0, 0, :, 0].tolist()
+        [0.0, 1.0, 2.0, 3.0]
+    """
+
     top: mx.array  # (N,) int
     left: mx.array  # (N,) int
     height: mx.array  # (N,) int
@@ -714,6 +770,19 @@ def _jitter_range(value: float | Sequence[float] | None, what: str) -> tuple[flo
 
 
 class JitterParams(NamedTuple):
+    """The draws of :class:`ColorJitter`: per image, which adjustments run in which order
+    (0 brightness, 1 contrast, 2 saturation) and with which factor.
+
+    Example:
+        >>> jitter = ColorJitter(brightness=0.5, contrast=0.5)
+        >>> params = jitter.params((2, 4, 4, 3), key=mx.random.key(0))
+        >>> params.order.shape, params.factors.shape
+        ((2, 2), (2, 2))
+        >>> halve = JitterParams(order=mx.array([[0]]), factors=mx.array([[0.5]]))
+        >>> round(jitter.apply(mx.full((1, 2, 2, 3), 0.8), halve).max().item(), 4)
+        0.4
+    """
+
     order: mx.array  # (N, k) int: per sample, the enabled adjustments in the order applied
     factors: mx.array  # (N, k) float: per sample, the factor of each enabled adjustment
 
@@ -786,6 +855,17 @@ class ColorJitter(RandomTransform):
 
 
 class EraseParams(NamedTuple):
+    """The rectangle :class:`RandomErasing` fills in each image (and the noise it fills with).
+
+    Example:
+        >>> params = RandomErasing(p=0.0).params((3, 8, 8, 1), key=mx.random.key(0))
+        >>> params.height.tolist(), params.noise is None
+        ([0, 0, 0], True)
+        >>> corner = EraseParams(*(mx.array([v]) for v in (0, 0, 2, 2)), noise=None)
+        >>> RandomErasing().apply(mx.ones((1, 4, 4, 1)), corner).sum().item()
+        12.0
+    """
+
     top: mx.array  # (N,) int
     left: mx.array  # (N,) int
     height: mx.array  # (N,) int, 0 where nothing is erased
@@ -987,6 +1067,21 @@ def _soft_targets(labels: mx.array, num_classes: int, who: str) -> mx.array:
 
 
 class MixParams(NamedTuple):
+    """The draws of :class:`MixUp` and :class:`CutMix`: each sample's weight, and the box
+    CutMix pastes (zeros for MixUp).
+
+    Example:
+        >>> params = CutMix(num_classes=10).params((4, 32, 32, 3), key=mx.random.key(0))
+        >>> params.lam.shape, params.height.shape
+        ((4,), (4,))
+        >>> zeros = mx.zeros((2,), dtype=mx.int32)
+        >>> half = MixParams(mx.array([0.5, 0.5]), zeros, zeros, zeros, zeros)
+        >>> images = mx.array([0.0, 1.0]).reshape(2, 1, 1, 1)
+        >>> mixed, targets = MixUp(num_classes=2).apply(images, mx.array([0, 1]), half)
+        >>> mixed.reshape(-1).tolist(), targets.tolist()
+        ([0.5, 0.5], [[0.5, 0.5], [0.5, 0.5]])
+    """
+
     lam: mx.array  # (N,) float: weight of each sample's own image and label
     top: mx.array  # (N,) int: CutMix box (zeros for MixUp)
     left: mx.array
@@ -1003,6 +1098,16 @@ class BatchTransform:
     1])``; ``lam`` is available from :meth:`params`. ``labels`` may be integer classes ``(N,)`` or
     soft targets ``(N, num_classes)`` already (so two mixes can be chained). ``soft_targets`` are
     float32; ``mlx.nn.losses.cross_entropy`` accepts them in place of class indices.
+
+    Example:
+        >>> images, labels = mx.ones((4, 8, 8, 3)), mx.array([0, 1, 2, 3])
+        >>> mixup = MixUp(alpha=1.0, num_classes=4)
+        >>> params = mixup.params(images.shape, key=mx.random.key(0))
+        >>> _, targets = mixup.apply(images, labels, params)
+        >>> lam, onehot = params.lam[:, None], mx.eye(4)
+        >>> expected = lam * onehot[labels] + (1 - lam) * onehot[mx.roll(labels, 1)]
+        >>> mx.allclose(targets, expected).item()
+        True
     """
 
     def __init__(self, alpha: float, num_classes: int, per_sample: bool) -> None:

@@ -74,6 +74,14 @@ def sync_batch_norm_statistics(model: nn.Module, group: mx.distributed.Group) ->
     During a step each process normalizes with its own shard's batch statistics (as PyTorch's
     DDP without SyncBatchNorm); averaging the running statistics at the end of each epoch keeps
     every process's evaluation and checkpoints identical.
+
+    Example:
+        >>> model = nn.BatchNorm(3)
+        >>> model(mx.random.normal((8, 3)) + 5.0).shape  # training mode: statistics move
+        (8, 3)
+        >>> sync_batch_norm_statistics(model, init())  # a group of one: nothing to average
+        >>> bool((model.running_mean > 0).all())
+        True
     """
     if group.size() == 1:
         return
@@ -113,6 +121,14 @@ class Watchdog:
     A collective operation waits for every process; when one process dies, the others could
     wait forever. The trainer pets the watchdog at every host read; if none comes for
     ``timeout`` seconds the process prints which rank stalled and exits with status 3.
+
+    Example:
+        >>> watchdog = Watchdog(rank=0, timeout=600.0)
+        >>> watchdog.pet()  # at every sign of progress
+        >>> watchdog.stop()  # when training ends
+        >>> watchdog.thread.join(timeout=10)
+        >>> watchdog.thread.is_alive()
+        False
     """
 
     def __init__(self, rank: int, timeout: float) -> None:
@@ -124,9 +140,11 @@ class Watchdog:
         self.thread.start()
 
     def pet(self) -> None:
+        """Record progress now: the ``timeout`` starts again."""
         self.last = time.monotonic()
 
     def stop(self) -> None:
+        """Stop watching (the watching thread ends within a few seconds)."""
         self.stopped.set()
 
     def _watch(self) -> None:

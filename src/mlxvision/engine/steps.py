@@ -20,6 +20,7 @@ import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map
 
 from ..backend import compile_by_default
+from ..data.device import translate_flip
 from .losses import cross_entropy
 from .precision import LossScaler, compute_dtype
 
@@ -27,7 +28,21 @@ LossFn = Callable[..., mx.array]
 
 
 class TrainStep:
-    """One optimisation step per call; see :func:`make_train_step`."""
+    """One optimisation step per call; see :func:`make_train_step`, which builds it.
+
+    ``state`` lists what the compiled step reads and writes (the model, the optimizer's state,
+    MLX's random state and the step's own buffers): ``mx.eval(step.state)`` or
+    ``mx.async_eval(step.state)`` after a call makes the update happen.
+
+    Example:
+        >>> import mlx.optimizers as optim
+        >>> from mlxvision.models import create_model
+        >>> model = create_model("simple_cnn", num_classes=2, in_channels=1, input_size=8)
+        >>> step = TrainStep(model, optim.SGD(learning_rate=0.1), accumulate=2)
+        >>> _ = step(mx.zeros((4, 8, 8, 1)), mx.array([0, 1, 0, 1]))
+        >>> step.micro_step, "grads" in step.extra
+        (1, True)
+    """
 
     def __init__(
         self,
@@ -202,7 +217,7 @@ def make_eval_step(
     compile: bool | None = None,
     precision: str = "float32",
     top_k: int = 5,
-    tta: bool = False,
+    tta: bool | int = False,
 ) -> Callable[[mx.array, mx.array, mx.array], dict[str, mx.array]]:
     """A function ``step(images, labels, weights) -> sums`` of the model in eval mode.
 
@@ -210,8 +225,9 @@ def make_eval_step(
     ``correct`` (top-1 hits), ``top_k`` (hits within the ``top_k`` best classes) and
     ``confusion`` (a ``classes × classes`` matrix, rows = true class, columns = prediction).
     ``weights`` (1 or 0 per sample) masks out padding, so a short last batch padded to the full
-    size counts only its real samples and the step never recompiles. ``tta=True`` averages the
-    logits of each image and its mirror image. ``loss_fn`` must accept ``reduction="none"``.
+    size counts only its real samples and the step never recompiles. ``tta`` averages the logits
+    of several views of each image (:func:`tta_logits`: ``True`` or 1 = the image and its
+    mirror, 2 = also shifted by one pixel). ``loss_fn`` must accept ``reduction="none"``.
 
     Example:
         >>> import mlx.core as mx
@@ -223,14 +239,13 @@ def make_eval_step(
         (['confusion', 'correct', 'loss', 'top_k'], (10, 10))
     """
     dtype = compute_dtype(precision)
+    if int(tta) not in TTA_LEVELS:
+        raise ValueError(f"tta: expected one of {TTA_LEVELS} (or a bool), got {tta!r}")
 
     def step(images: mx.array, labels: mx.array, weights: mx.array) -> dict[str, mx.array]:
         model.eval()
         images = images.astype(dtype) if dtype != mx.float32 else images
-        logits = model(images)
-        if tta:
-            logits = (logits + model(images[:, :, ::-1, :])) * 0.5
-        logits = logits.astype(mx.float32)
+        logits = tta_logits(model, images, tta).astype(mx.float32)
         losses = _per_sample(loss_fn, logits, labels)
         predictions = mx.argmax(logits, axis=-1)
         classes = logits.shape[-1]
@@ -250,6 +265,43 @@ def make_eval_step(
     if not compile:
         return step
     return mx.compile(step, inputs=[model.state])
+
+
+TTA_LEVELS = (0, 1, 2)
+
+
+def tta_logits(model: Callable[[mx.array], mx.array], images: mx.array, level: int = 1) -> mx.array:
+    """Logits averaged over views of each image (test-time augmentation).
+
+    - level 0: the image alone;
+    - level 1: the mean of the image and its mirror image;
+    - level 2 (as the airbench records evaluate): half of level 1, plus half of the mean of
+      level 1 on the image shifted one pixel up-left and one pixel down-right (reflect padding).
+
+    Example:
+        >>> import mlx.nn as nn
+        >>> model = nn.Sequential(lambda x: x.mean(axis=(1, 2)), nn.Linear(3, 2))
+        >>> tta_logits(model, mx.ones((4, 8, 8, 3)), level=2).shape
+        (4, 2)
+    """
+    level = int(level)
+    if level not in TTA_LEVELS:
+        raise ValueError(f"level: expected one of {TTA_LEVELS}, got {level}")
+    if level == 0:
+        return model(images)
+
+    def mirrored(x: mx.array) -> mx.array:
+        return (model(x) + model(x[:, :, ::-1, :])) * 0.5
+
+    logits = mirrored(images)
+    if level == 1:
+        return logits
+    count = images.shape[0]
+    shifted = [
+        mirrored(translate_flip(images, mx.full((count, 2), offset, dtype=mx.int32)))
+        for offset in (-1, 1)
+    ]
+    return logits * 0.5 + (shifted[0] + shifted[1]) * 0.25
 
 
 def _per_sample(loss_fn: LossFn, logits: mx.array, labels: mx.array) -> mx.array:

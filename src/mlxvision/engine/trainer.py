@@ -28,11 +28,33 @@ Batches = Iterable[tuple[mx.array, mx.array]]
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite; the message names the first bad step.
+
+    Example:
+        >>> import mlx.optimizers as optim
+        >>> from mlxvision.models import create_model
+        >>> model = create_model("simple_cnn", num_classes=10, in_channels=1, input_size=8)
+        >>> images, labels = mx.full((4, 8, 8, 1), float("nan")), mx.zeros((4,), mx.int32)
+        >>> trainer = Trainer(model, optim.SGD(learning_rate=0.1), verbose=False)
+        >>> trainer.fit([(images, labels)], epochs=1)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mlxvision.engine.trainer.NonFiniteLossError: the training loss became NaN ... at step 1 ...
+    """
 
 
 class DistributedError(RuntimeError):
-    """Another process of a distributed job died or could not be reached."""
+    """Another process of a distributed job died or could not be reached.
+
+    :meth:`Trainer.fit` raises it with ``distributed=True`` when a collective operation fails;
+    the message gives the step, and checkpoints saved before it are intact.
+
+    Example:
+        >>> issubclass(DistributedError, RuntimeError)
+        True
+        >>> str(DistributedError("rank 1: lost contact with another process of the job"))
+        'rank 1: lost contact with another process of the job'
+    """
 
 
 class Trainer:
@@ -47,7 +69,9 @@ class Trainer:
       train as they come.
     - ``seed``: seeds MLX's random numbers (dropout, stochastic depth) when training starts;
       with the loader's seed, a CPU run repeats bit for bit.
-    - ``tta``: evaluate on each image and its mirror image, averaging the logits.
+    - ``tta``: average the logits of several views of each image at evaluation: ``True`` or 1,
+      the image and its mirror; 2, also shifted by a pixel
+      (:func:`~mlxvision.engine.steps.tta_logits`).
     - ``callbacks``: :class:`~mlxvision.engine.callbacks.Callback` objects; ``run_dir`` is where
       checkpoints and logs go by default.
     - ``distributed=True``: data-parallel over the processes of an ``mx.distributed`` job
@@ -87,7 +111,7 @@ class Trainer:
         accumulate: int = 1,
         label_smoothing: float = 0.0,
         ema_decay: float | None = None,
-        tta: bool = False,
+        tta: bool | int = False,
         top_k: int = 5,
         seed: int | None = None,
         run_dir: str | os.PathLike | None = None,
@@ -469,7 +493,18 @@ class Trainer:
 
 
 def stop_on_sigterm(rank: int) -> None:
-    """Say why when the launcher ends this process (it does when another process dies)."""
+    """Say why when the launcher ends this process (it does when another process dies).
+
+    Installs a SIGTERM handler that prints which rank was stopped and exits with status
+    ``128 + SIGTERM``; it does nothing outside the main thread.
+
+    Example:
+        >>> previous = signal.getsignal(signal.SIGTERM)
+        >>> stop_on_sigterm(rank=0)
+        >>> signal.getsignal(signal.SIGTERM) is not previous
+        True
+        >>> _ = signal.signal(signal.SIGTERM, previous)  # put the earlier handler back
+    """
     if threading.current_thread() is not threading.main_thread():
         return
 

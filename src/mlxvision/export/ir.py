@@ -82,7 +82,22 @@ class Node:
 
 @dataclass
 class Graph:
-    """Nodes in execution order over named values; constants are NumPy arrays."""
+    """Nodes in execution order over named values; constants are NumPy arrays.
+
+    :func:`mlxvision.export.trace` records one from a model; :meth:`run` evaluates it with
+    NumPy, the reference every exporter is checked against.
+
+    Example:
+        >>> import mlx.core as mx, mlx.nn as nn
+        >>> from mlxvision.export import trace
+        >>> graph = trace(nn.Linear(4, 3), mx.zeros((2, 4)))
+        >>> print(graph)
+        graph(A:float32[N,4]) [NHWC]
+          B:float32[N,3] = linear(A, linear_weight_2, linear_bias_3; )
+          return B
+        >>> graph.run(np.ones((5, 4), np.float32))[0].shape  # any batch size
+        (5, 3)
+    """
 
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)

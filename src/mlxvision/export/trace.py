@@ -77,11 +77,33 @@ SUPPORTED_PRIMITIVES: tuple[str, ...] = tuple(sorted({*_UNARY, *_BINARY, *_RESHA
 
 
 class UnsupportedPrimitiveError(ValueError):
-    """The traced function uses an MLX primitive that the exporters cannot express."""
+    """The traced function uses an MLX primitive that the exporters cannot express.
+
+    The message names the primitive, the layer that used it (for a model) and the primitives
+    that are supported (:data:`SUPPORTED_PRIMITIVES`).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> trace(lambda x: mx.sin(x), mx.zeros((1, 4)))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mlxvision.export.trace.UnsupportedPrimitiveError: cannot export the MLX primitive Sin; ...
+    """
 
 
 class TrainingModeError(ValueError):
-    """The model is in training mode (BatchNorm would use batch statistics, Dropout would drop)."""
+    """The model is in training mode (BatchNorm would use batch statistics, Dropout would drop).
+
+    Example:
+        >>> import mlx.core as mx, mlx.nn as nn
+        >>> model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))  # new modules train
+        >>> trace(model, mx.zeros((1, 4)))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mlxvision.export.trace.TrainingModeError: model: Sequential is in training mode ...
+        >>> trace(model.eval(), mx.zeros((1, 4))).op_counts()
+        {'linear': 1}
+    """
 
 
 Outs = list[tuple[str, tuple[int, ...], str]]

@@ -34,7 +34,21 @@ DEFAULT_RTOL = 1e-4
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """How closely an exported file reproduces MLX (``ran`` is False where no runtime exists)."""
+    """How closely an exported file reproduces MLX (``ran`` is False where no runtime exists).
+
+    Example:
+        >>> import tempfile
+        >>> from mlxvision import create_model
+        >>> from mlxvision.export import export_mlxfn
+        >>> model = create_model("simple_cnn", num_classes=10, in_channels=1, input_size=8).eval()
+        >>> path = export_mlxfn(model, tempfile.mkdtemp() + "/cnn", (1, 8, 8, 1))
+        >>> result = verify(model, path, (1, 8, 8, 1))
+        >>> result.runtime, result.ran, result.passed(rtol=1e-4)
+        ('mlx.import_function', True, True)
+        >>> skipped = VerifyResult("m.mlpackage", "coreml", ran=False, reason="needs macOS")
+        >>> skipped.passed()
+        False
+    """
 
     path: str
     runtime: str
@@ -49,7 +63,23 @@ class VerifyResult:
 
 
 class ExportMismatchError(RuntimeError):
-    """The exported model's outputs differ from MLX's beyond the tolerance."""
+    """The exported model's outputs differ from MLX's beyond the tolerance.
+
+    Exporters raise it before writing anything; :func:`verify` raises it when the file's
+    output does not even have the model's shape.
+
+    Example:
+        >>> import tempfile
+        >>> from mlxvision import create_model
+        >>> from mlxvision.export import export_mlxfn
+        >>> ten = create_model("simple_cnn", num_classes=10, in_channels=1, input_size=8).eval()
+        >>> path = export_mlxfn(ten, tempfile.mkdtemp() + "/cnn", (1, 8, 8, 1))
+        >>> five = create_model("simple_cnn", num_classes=5, in_channels=1, input_size=8)
+        >>> verify(five, path, (1, 8, 8, 1))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mlxvision.export.verify.ExportMismatchError: exported output has shape (1, 10), MLX ...
+    """
 
 
 def errors(result: np.ndarray, reference: np.ndarray) -> tuple[float, float]:

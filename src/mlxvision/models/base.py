@@ -12,7 +12,19 @@ from mlx.utils import tree_flatten
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Registry name and keyword arguments: ``create_model(name, **kwargs)`` rebuilds the model."""
+    """Registry name and keyword arguments: ``create_model(name, **kwargs)`` rebuilds the model.
+
+    :func:`~mlxvision.models.create_model` sets it as ``model.spec``; checkpoints store it, so
+    :func:`mlxvision.load` rebuilds the model with no user code.
+
+    Example:
+        >>> from mlxvision.models import create_model
+        >>> model = create_model("simple_cnn", num_classes=3, in_channels=1, input_size=8)
+        >>> model.spec
+        ModelSpec(name='simple_cnn', kwargs={'num_classes': 3, 'in_channels': 1, 'input_size': 8})
+        >>> create_model(model.spec.name, **model.spec.kwargs).num_classes
+        3
+    """
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -29,6 +41,27 @@ class ImageClassifier(nn.Module):
     fine-tuning helpers :meth:`get_classifier`, :meth:`reset_classifier`,
     :meth:`freeze_backbone`, :meth:`classifier_parameters` and :meth:`is_classifier_parameter`
     build on it.
+
+    Example:
+        >>> class Tiny(ImageClassifier):
+        ...     classifier_name = "fc"
+        ...
+        ...     def __init__(self, num_classes=10, in_channels=3):
+        ...         super().__init__(num_classes, in_channels)
+        ...         self.fc = nn.Linear(in_channels, num_classes)
+        ...
+        ...     def __call__(self, x):
+        ...         self.check_input(x)
+        ...         return self.fc(x.mean(axis=(1, 2)))
+        >>> model = Tiny(num_classes=4)
+        >>> model(mx.zeros((2, 8, 8, 3))).shape
+        (2, 4)
+        >>> model(mx.zeros((2, 8, 8, 1)))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Tiny: expected images of shape (N, H, W, 3) (NHWC, 3 channels), received ...
+        >>> model.reset_classifier(2).num_classes
+        2
     """
 
     classifier_name: str | None = None
@@ -43,6 +76,7 @@ class ImageClassifier(nn.Module):
         self.in_channels = int(in_channels)
 
     def check_input(self, x: mx.array) -> None:
+        """Raise a clear error unless ``x`` is a float NHWC batch with ``in_channels`` channels."""
         if x.ndim != 4 or x.shape[-1] != self.in_channels:
             raise ValueError(
                 f"{type(self).__name__}: expected images of shape (N, H, W, {self.in_channels}) "

@@ -26,7 +26,16 @@ IGNORED_SUFFIXES = ("num_batches_tracked",)
 
 
 class ConversionError(ValueError):
-    """A state dict does not fit the model; the message names every key that does not fit."""
+    """A state dict does not fit the model; the message names every key that does not fit.
+
+    Example:
+        >>> import numpy as np
+        >>> layer = nn.Sequential(nn.Linear(3, 2))
+        >>> map_torch_state_dict(layer, {"0.weight": np.zeros((2, 4))})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mlxvision.models.convert.ConversionError: ... missing (1): 0.bias (2,); misshaped (1): ...
+    """
 
 
 def torch_name(name: str) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -182,6 +183,27 @@ def _pool_matrix(length: int, bins: int) -> list[list[float]]:
         start, end = (i * length) // bins, math.ceil((i + 1) * length / bins)
         matrix.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(length)])
     return matrix
+
+
+def init_dirac(conv: nn.Conv2d) -> nn.Conv2d:
+    """Make the first ``in_channels`` filters of ``conv`` identities (a 1 at the kernel's
+    centre on their own input channel, 0 elsewhere), as ``torch.nn.init.dirac_`` does to the
+    filters of the airbench records: the layer starts by passing its input through. The other
+    filters keep their values. Returns the layer.
+
+    Example:
+        >>> conv = init_dirac(nn.Conv2d(2, 4, 3, padding=1, bias=False))
+        >>> x = mx.random.normal((1, 5, 5, 2))
+        >>> bool(mx.allclose(conv(x)[..., :2], x))
+        True
+    """
+    out_channels, height, width, in_channels = conv.weight.shape
+    count = min(out_channels, in_channels)
+    identity = np.zeros((count, height, width, in_channels), np.float32)
+    identity[np.arange(count), height // 2, width // 2, np.arange(count)] = 1.0
+    identity = mx.array(identity).astype(conv.weight.dtype)
+    conv.weight = mx.concatenate([identity, conv.weight[count:]])
+    return conv
 
 
 def init_kaiming(model: nn.Module, linear_std: float | None = None) -> nn.Module:

@@ -113,7 +113,17 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def model_card(name: str) -> ModelCard:
-    """The :class:`ModelCard` of a registered model."""
+    """The :class:`ModelCard` of a registered model.
+
+    Example:
+        >>> card = model_card("simple_cnn")
+        >>> card.name, card.input_size
+        ('simple_cnn', (32, 32))
+        >>> model_card("resnet2")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Unknown model 'resnet2'. Did you mean ...? Known models: ...
+    """
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""

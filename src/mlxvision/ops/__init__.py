@@ -18,7 +18,7 @@ from .conv import (
     fast_conv_disabled,
     fast_conv_enabled,
 )
-from .layers import Conv2d, use_fast_conv
+from .layers import Conv2d, MaxPool2d, use_fast_conv
 from .malloc import keep_freed_memory
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "STRIDED_PLAN",
     "Conv2d",
     "ConvPlan",
+    "MaxPool2d",
     "choose_plan",
     "conv2d",
     "fast_conv_disabled",

@@ -42,6 +42,19 @@ class ConvPlan(NamedTuple):
     ``input_grad``: ``"mlx"`` (MLX's gradient of its convolution), ``"col2im"`` (``dY·W``,
     put back onto the pixels) or ``"subpixel"`` (one stride-1 :func:`mlx.core.conv2d` of ``dY``
     per stride phase); ``weight_grad``: ``"mlx"`` or ``"matmul"`` (``dYᵀ·P``).
+
+    Example:
+        >>> plan = ConvPlan(forward="mlx", input_grad="subpixel", weight_grad="matmul")
+        >>> x, w = mx.random.normal((1, 8, 8, 3)), mx.random.normal((4, 3, 3, 3))
+        >>> y = conv2d(x, w, stride=2, padding=1, method=plan)
+        >>> mx.allclose(y, mx.conv2d(x, w, stride=2, padding=1), atol=1e-4).item()
+        True
+        >>> def loss(w):
+        ...     return conv2d(x, w, stride=2, padding=1, method=plan).sum()
+        >>> grad = mx.grad(loss)(w)
+        >>> reference = mx.grad(lambda w: mx.conv2d(x, w, stride=2, padding=1).sum())(w)
+        >>> mx.allclose(grad, reference, atol=1e-3).item()
+        True
     """
 
     forward: str = "im2col"

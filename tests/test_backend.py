@@ -45,3 +45,26 @@ def test_preloaded_blas_gives_the_same_products_as_the_reference():
 
 def test_install_hint_names_the_extras():
     assert "mlxvision[cpu]" in INSTALL_HINT and "mlxvision[cuda]" in INSTALL_HINT
+
+
+def _kernel_cache_in_new_process(tmp_path, **env_changes) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLX_PTX_CACHE_DIR", "XDG_CACHE_HOME")}
+    env.update(HOME=str(tmp_path), **env_changes)
+    code = "import os, mlxvision; print(os.environ.get('MLX_PTX_CACHE_DIR', '<unset>'))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_kernel_cache_is_kept_in_the_user_cache_unless_told_otherwise(tmp_path):
+    import mlx.core as mx
+
+    mine = _kernel_cache_in_new_process(tmp_path)
+    assert mine == str(tmp_path / ".cache" / "mlxvision" / f"mlx-{mx.__version__}" / "ptx")
+    given = _kernel_cache_in_new_process(tmp_path, MLX_PTX_CACHE_DIR=str(tmp_path / "x"))
+    assert given == str(tmp_path / "x")
+    assert _kernel_cache_in_new_process(tmp_path, MLXVISION_KERNEL_CACHE="default") == "<unset>"
+    named = _kernel_cache_in_new_process(tmp_path, MLXVISION_KERNEL_CACHE=str(tmp_path / "k"))
+    assert named == str(tmp_path / "k")

@@ -95,6 +95,11 @@ class SpeedRun:
             raise ValueError(
                 f"recipe {recipe.name}: unknown options {unknown}; known: {sorted(SPEED_OPTIONS)}"
             )
+        if recipe.schedule != "linear":
+            raise ValueError(
+                f"recipe {recipe.name}: the speed recipe decays every learning rate linearly "
+                f"to zero (schedule 'linear'), got schedule {recipe.schedule!r}"
+            )
         self.recipe = recipe
         self.options = {**SPEED_OPTIONS, **recipe.options}
         self.mean, self.std = tuple(mean), tuple(std)

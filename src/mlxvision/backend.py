@@ -148,7 +148,10 @@ def keep_kernel_cache() -> str:
             mlx_version = version("mlx")
         except Exception:  # an mlx without package metadata: one folder for all versions
             mlx_version = "unknown"
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        try:
+            base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        except RuntimeError:  # no home folder known: leave MLX's default
+            return ""
         folder = Path(base) / "mlxvision" / f"mlx-{mlx_version}" / "ptx"
     os.environ["MLX_PTX_CACHE_DIR"] = str(folder)
     return str(folder)

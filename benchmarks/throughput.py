@@ -147,14 +147,16 @@ class Runner:
     memory: int = 0
 
 
-def mlx_runner(name: str, variant: str, images: np.ndarray, labels: np.ndarray) -> Runner:
+def mlx_runner(
+    name: str, variant: str, images: np.ndarray, labels: np.ndarray, precision: str = "float32"
+) -> Runner:
     model = mlx_model(name)
     if variant.startswith("fast"):
         use_fast_conv(model)
     compiled = variant.endswith("compiled")
     optimizer = optim.SGD(0.01, momentum=0.9)
-    train_step = make_train_step(model, optimizer, compile=compiled)
-    eval_step = make_eval_step(model, compile=compiled)
+    train_step = make_train_step(model, optimizer, compile=compiled, precision=precision)
+    eval_step = make_eval_step(model, compile=compiled, precision=precision)
     x, y = mx.array(images), mx.array(labels)
     weights = mx.ones(y.shape)
     mx.eval(x, y, weights)
@@ -168,7 +170,11 @@ def mlx_runner(name: str, variant: str, images: np.ndarray, labels: np.ndarray) 
     return Runner(train, evaluate, mx.reset_peak_memory, mx.get_peak_memory)
 
 
-def torch_runner(name: str, images: np.ndarray, labels: np.ndarray, gpu: bool) -> Runner:
+def torch_runner(
+    name: str, images: np.ndarray, labels: np.ndarray, gpu: bool, precision: str = "float32"
+) -> Runner:
+    import contextlib
+
     import torch
 
     device = torch.device("cuda" if gpu else "cpu")
@@ -179,17 +185,25 @@ def torch_runner(name: str, images: np.ndarray, labels: np.ndarray, gpu: bool) -
     y = torch.from_numpy(labels.astype(np.int64)).to(device)
     loss_fn = torch.nn.CrossEntropyLoss()
     sync = torch.cuda.synchronize if gpu else (lambda: None)
+    dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+    def autocast():
+        if precision not in dtypes:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=dtypes[precision])
 
     def train() -> None:
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
+        with autocast():
+            loss = loss_fn(model(x), y)
+        loss.backward()
         optimizer.step()
         sync()
 
     def evaluate() -> None:
         model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             model(x).argmax(1)
         sync()
 
@@ -257,6 +271,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch CPU threads")
     parser.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="mixed precision: MLX computes in it over float32 weights, PyTorch under autocast",
+    )
+    parser.add_argument(
         "--malloc",
         choices=("keep", "default"),
         default="keep",
@@ -297,9 +317,9 @@ def main(argv: list[str] | None = None) -> None:
         images = rng.standard_normal((args.batch_size, 32, 32, 3)).astype(np.float32)
         labels = rng.integers(0, NUM_CLASSES, args.batch_size).astype(np.int32)
         runners = {
-            v: torch_runner(name, images, labels, gpu)
+            v: torch_runner(name, images, labels, gpu, args.precision)
             if v == "torch"
-            else mlx_runner(name, v, images, labels)
+            else mlx_runner(name, v, images, labels, args.precision)
             for v in variants
         }
         for runner in runners.values():
@@ -329,7 +349,8 @@ def main(argv: list[str] | None = None) -> None:
         f"Python {info['python']}, {info['platform']} ({_cpu_name()}, "
         f"{os.cpu_count()} CPUs), MLX device {info['device']}, BLAS {info['blas']}, "
         f"torch threads {args.threads if not gpu else '-'}, malloc keeps freed memory: {kept}, "
-        f"batch {args.batch_size}, {args.steps} steps × {args.repeats} interleaved repeats, "
+        f"batch {args.batch_size}, precision {args.precision}, "
+        f"{args.steps} steps × {args.repeats} interleaved repeats, "
         f"load average {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end\n"
     )
     ref = "torch" if "torch" in variants else variants[0]

@@ -96,9 +96,11 @@ def main() -> None:
     mode, folder = sys.argv[1], Path(sys.argv[2])
     if mode == "first":
         model = model_with(1.0)
-        mv.save(model, folder / "m")
+        model_file = mv.save(model, folder / "m")
         save_checkpoint(folder / "ckpt", model, **contents(1.0))
         CheckpointManager(folder / "run", keep_last=2).save(1, model, **contents(1.0))
+        reloaded = tree_flatten(mv.load(model_file).parameters())
+        assert all(mx.all(p == 1.0).item() for _, p in reloaded), "first save did not round-trip"
         print(json.dumps({"params": len(tree_flatten(model.parameters()))}))
     elif mode == "fsize":
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG

@@ -54,6 +54,12 @@ class MILInterpreter:
         return [op.type for op in self.block.operations]
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        missing = sorted(set(self.input_names) - set(inputs))
+        unexpected = sorted(set(inputs) - set(self.input_names))
+        assert not missing and not unexpected, (
+            f"{self.package.name}: inputs {self.input_names}; missing {missing}, "
+            f"unexpected {unexpected}"
+        )
         env: dict[str, Any] = {name: np.asarray(inputs[name]) for name in self.input_names}
         for op in self.block.operations:
             if op.type == "const":

@@ -270,7 +270,7 @@ def run_speed_recipe(
     """
     from ..checkpoint import save
     from .catalog import load_datasets
-    from .run import CONFIG_FILE, METRICS_FILE, MODEL_FILE, RESULT_FILE, _run_name
+    from .run import CONFIG_FILE, METRICS_FILE, MODEL_FILE, RESULT_FILE, _run_name, model_metadata
 
     train, test = load_datasets(recipe.dataset, data_root)
     run = Path(out) / (name or _run_name(None))
@@ -290,17 +290,9 @@ def run_speed_recipe(
     with open(run / METRICS_FILE, "w") as log:
         for epoch, loss in enumerate(timing["train_loss_per_epoch"], 1):
             log.write(json.dumps({"epoch": epoch, "train_loss_last_batch": loss}) + "\n")
-    height, width, channels = train.image_shape
-    metadata = {
-        "dataset": recipe.dataset,
-        "data_root": str(data_root) if data_root else None,
-        "classes": train.classes,
-        "mean": list(mean),
-        "std": list(std),
-        "input_shape": [height, width, channels],
-        "recipe": recipe.name,
-    }
-    save(speed.model, run / MODEL_FILE, metadata=metadata)
+    save(
+        speed.model, run / MODEL_FILE, metadata=model_metadata(recipe, data_root, train, mean, std)
+    )
     result = {
         "run": str(run),
         "recipe": recipe.name,

@@ -95,6 +95,29 @@ def make_optimizer(recipe: Recipe, steps_per_epoch: int) -> optim.Optimizer:
     raise ValueError(f"recipe {recipe.name}: unknown optimizer {recipe.optimizer!r}")
 
 
+def model_metadata(recipe: Recipe, data_root, train, mean, std) -> dict[str, Any]:
+    """What a run's ``model.safetensors`` records so that ``evaluate``, ``predict`` and
+    ``export`` can rebuild the input pipeline: dataset, classes, normalization, input shape.
+
+    Example:
+        >>> from mlxvision.recipes import get_recipe, load_datasets
+        >>> train, _ = load_datasets("digits")
+        >>> meta = model_metadata(get_recipe("digits"), None, train, train.mean, train.std)
+        >>> meta["input_shape"], meta["recipe"]
+        ([8, 8, 1], 'digits')
+    """
+    height, width, channels = train.image_shape
+    return {
+        "dataset": recipe.dataset,
+        "data_root": str(data_root) if data_root else None,
+        "classes": train.classes,
+        "mean": list(mean),
+        "std": list(std),
+        "input_shape": [height, width, channels],
+        "recipe": recipe.name,
+    }
+
+
 def _run_name(group) -> str:
     """A timestamp name, the same on every process of a distributed job (rank 0's)."""
     stamp = int(time.time()) if group is None or group.rank() == 0 else 0
@@ -243,17 +266,8 @@ def run_recipe(
     trainer.fit(loader, recipe.epochs, val_loader=val_loader, resume=resume and run)
     seconds = time.perf_counter() - began
     final = trainer.evaluate(test_loader)
-    metadata = {
-        "dataset": recipe.dataset,
-        "data_root": str(data_root) if data_root else None,
-        "classes": train.classes,
-        "mean": list(mean),
-        "std": list(std),
-        "input_shape": [height, width, channels],
-        "recipe": recipe.name,
-    }
     if main:
-        save(model, run / MODEL_FILE, metadata=metadata)
+        save(model, run / MODEL_FILE, metadata=model_metadata(recipe, data_root, train, mean, std))
     result = {
         "run": str(run),
         "recipe": recipe.name,

@@ -24,6 +24,7 @@ Usage::
 
     python benchmarks/profile_conv.py [--batch-size 128] [--repeats 3] [--all]
         [--models simple_cnn,resnet20,resnet18] [--no-compile] [--malloc keep|default]
+        [--dtype float32|bfloat16|float16]
 """
 
 from __future__ import annotations
@@ -65,6 +66,24 @@ SHAPES: dict[str, dict[tuple[int, int, int, int, int], int]] = {
         (256, 512, 3, 2, 8): 1,
         (256, 512, 1, 2, 8): 1,
         (512, 512, 3, 1, 4): 3,
+    },
+    # The speed recipe's network (airbench layout) at the CPU recipe's widths 32/64/64 and at
+    # 48/96/96: a 2×2 whitening convolution, then per block a convolution before and after pooling.
+    "fastnet32": {
+        (3, 24, 2, 1, 32): 1,
+        (24, 32, 3, 1, 31): 1,
+        (32, 32, 3, 1, 15): 1,
+        (32, 64, 3, 1, 15): 1,
+        (64, 64, 3, 1, 7): 2,
+        (64, 64, 3, 1, 3): 1,
+    },
+    "fastnet48": {
+        (3, 24, 2, 1, 32): 1,
+        (24, 48, 3, 1, 31): 1,
+        (48, 48, 3, 1, 15): 1,
+        (48, 96, 3, 1, 15): 1,
+        (96, 96, 3, 1, 7): 2,
+        (96, 96, 3, 1, 3): 1,
     },
 }
 
@@ -154,14 +173,14 @@ def time_call(fn: Callable, args: tuple, inner: int) -> float:
 
 
 def profile_shape(
-    shape, batch: int, repeats: int, inner: int, compile_too: bool, every: bool
+    shape, batch: int, repeats: int, inner: int, compile_too: bool, every: bool, dtype: mx.Dtype
 ) -> dict:
     cin, cout, k, s, size = shape
     p = 1 if k == 3 else 0
-    x = mx.random.normal((batch, size, size, cin))
-    w = mx.random.normal((cout, k, k, cin)) * 0.1
+    x = mx.random.normal((batch, size, size, cin)).astype(dtype)
+    w = (mx.random.normal((cout, k, k, cin)) * 0.1).astype(dtype)
     ho = (size + 2 * p - k) // s + 1
-    g = mx.random.normal((batch, ho, ho, cout))
+    g = mx.random.normal((batch, ho, ho, cout)).astype(dtype)
     mx.eval(x, w, g)
     runners = dict(pass_candidates(k, s, p, every))
     for name, conv in full_candidates(k, s, p, every).items():
@@ -205,7 +224,9 @@ def main(argv: list[str] | None = None) -> None:
         default="keep",
         help="keep: glibc keeps freed memory (mlxvision.ops.keep_freed_memory); default: as is",
     )
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     args = parser.parse_args(argv)
+    dtype = getattr(mx, args.dtype)
     kept = args.malloc == "keep" and keep_freed_memory()
 
     models = args.models.split(",")
@@ -222,7 +243,10 @@ def main(argv: list[str] | None = None) -> None:
         f"Python {platform.python_version()}, malloc keeps freed memory: {kept}, "
         f"load average at start {os.getloadavg()[0]:.2f}"
     )
-    print(f"batch {args.batch_size}, ms per call, median of {args.repeats} interleaved rounds\n")
+    print(
+        f"batch {args.batch_size}, {args.dtype}, ms per call, "
+        f"median of {args.repeats} interleaved rounds\n"
+    )
     losers = () if args.all else ("shift", "tconv", "im2col-ad")
     full_losers = () if args.all else ("im2col",)  # every pass lowered
     columns = {
@@ -238,12 +262,12 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     for shape in shapes:
         result = profile_shape(
-            shape, args.batch_size, args.repeats, args.inner, not args.no_compile, args.all
+            shape, args.batch_size, args.repeats, args.inner, not args.no_compile, args.all, dtype
         )
         results[shape] = result
         cin, cout, k, s, size = shape
         cells = [
-            f"{result[(g, n)]:.0f}" if (g, n) in result else "–" for g in groups for n in columns[g]
+            f"{result[(g, n)]:.3g}" if (g, n) in result else "–" for g in groups for n in columns[g]
         ]
         print(f"| {cin}→{cout} | {k}/{s} | {size} | " + " | ".join(cells) + " |", flush=True)
     print(f"\nload average at end {os.getloadavg()[0]:.2f}\n")
@@ -261,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
         ratio = totals[("fwd+bwd", "mlx")] / totals[("fwd+bwd", "auto")]
         print(
             f"| {model} | "
-            + " | ".join(f"{totals[(g, n)]:.0f}" for g in full for n in names)
+            + " | ".join(f"{totals[(g, n)]:.3g}" for g in full for n in names)
             + f" | {ratio:.2f}× |"
         )
 

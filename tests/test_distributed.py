@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
+import pytest
 
 import mlxvision as mv
 
@@ -94,3 +95,26 @@ def test_the_command_line_trains_distributed_and_rank_0_writes_the_run(tmp_path)
     result = json.loads((tmp_path / "d" / "result.json").read_text())
     assert result["processes"] == 2 and result["test_accuracy"] > 0.3
     assert mv.load(tmp_path / "d" / "model.safetensors").num_classes == 10
+
+
+def test_processes_option_starts_the_ranks_itself(tmp_path):
+    command = [sys.executable, "-m", "mlxvision.cli", "train", "--processes", "2"]
+    args = ["--epochs", "1", "--out", str(tmp_path), "--name", "p", "--quiet"]
+    done = subprocess.run([*command, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "p" / "result.json").read_text())
+    assert result["processes"] == 2 and result["test_accuracy"] > 0.3
+
+
+def test_a_failing_rank_fails_the_local_job_and_stops_the_others():
+    from mlxvision.engine.local_launch import launch_local
+
+    code = (
+        "import os, sys, time, mlx.core as mx; g = mx.distributed.init(); "
+        "sys.exit(3) if g.rank() == 1 else time.sleep(120)"
+    )
+    began = time.monotonic()
+    assert launch_local([sys.executable, "-c", code], processes=2) == 3
+    assert time.monotonic() - began < 60  # rank 0 was stopped, not waited for
+    with pytest.raises(ValueError, match="processes"):
+        launch_local([sys.executable, "-c", "pass"], processes=0)

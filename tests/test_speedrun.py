@@ -307,3 +307,71 @@ def test_speed_recipe_learns_real_cifar10():
     accuracy = run.evaluate(test.images[:2000], test.labels[:2000])
     # 3 short epochs on 4,000 images: far above chance (10%); the full recipe is a benchmark
     assert accuracy > 0.35, accuracy
+
+
+def test_device_loader_shards_are_the_single_process_batches():
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, size=(40, 6, 6, 3), dtype=np.uint8)
+    labels = np.arange(40)
+    whole = DeviceLoader(images, labels, 12, translate=1, seed=5)
+    parts = [
+        DeviceLoader(images, labels, 12, translate=1, seed=5, rank=r, world_size=3)
+        for r in range(3)
+    ]
+    for epoch in range(2):
+        for loader in (whole, *parts):
+            loader.set_epoch(epoch)
+        for (batch, label), *shards in zip(whole, *parts, strict=True):
+            assert all(x.shape == (4, 6, 6, 3) for x, _ in shards)
+            np.testing.assert_array_equal(np.concatenate([np.array(x) for x, _ in shards]), batch)
+            np.testing.assert_array_equal(np.concatenate([np.array(y) for _, y in shards]), label)
+    with pytest.raises(ValueError, match="divide evenly"):
+        DeviceLoader(images, labels, 10, rank=0, world_size=3)
+    with pytest.raises(ValueError, match="rank 3 of world_size 3"):
+        DeviceLoader(images, labels, 12, rank=3, world_size=3)
+    with pytest.raises(ValueError, match="shuffle"):
+        DeviceLoader(images, labels, 12, shuffle=False, rank=0, world_size=3)
+
+
+def test_speed_run_data_parallel_over_two_real_processes(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    child = Path(__file__).with_name("speedrun_child.py")
+    launch = [
+        sys.executable,
+        "-c",
+        "import sys; from mlx._distributed_utils.launch import main; "
+        "sys.argv[0] = 'mlx.launch'; sys.exit(main())",
+    ]
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    done = subprocess.run(
+        [sys.executable, str(child), str(one)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    command = [*launch, "-n", "2", "--backend", "ring", sys.executable, str(child), str(two)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    alone, pair = json.loads(one.read_text()), json.loads(two.read_text())
+    other = json.loads((tmp_path / "two.json.rank1").read_text())
+    assert alone["world"] == 1 and pair["world"] == 2
+    # The summed loss: two processes with half the batch each make the one-process update.
+    for name, value in alone["linear"].items():
+        np.testing.assert_allclose(pair["linear"][name], value, rtol=1e-5, atol=1e-6)
+    # Both processes hold one model; the evaluation, split between them, counts every image.
+    for name, value in pair["weights"].items():
+        np.testing.assert_array_equal(other["weights"][name], value, err_msg=name)
+    assert pair["accuracy"] == other["accuracy"] == pair["accuracy_alone"]
+    assert pair["steps"] == alone["steps"] == 8
+    assert pair["losses"][-1] < pair["losses"][0]
+    on_cpu = mx.default_device().type == mx.DeviceType.cpu
+    if on_cpu and not os.environ.get("OPENBLAS_NUM_THREADS") and mlxvision.backend.BLAS.library:
+        assert pair["blas_threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
+    assert alone["blas_threads"] == 0  # a group of one shares nothing
+
+
+def test_only_speed_recipes_stop_part_way_through_an_epoch(tmp_path):
+    with pytest.raises(ValueError, match="whole number"):
+        run_recipe(get_recipe("digits").replace(epochs=2.5), out=tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before anything was written

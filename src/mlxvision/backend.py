@@ -100,6 +100,34 @@ def _load_first(candidates: tuple[str, ...], explicit: bool) -> BlasChoice:
     )
 
 
+_BLAS_THREAD_SETTERS = ("openblas_set_num_threads", "bli_thread_set_num_threads")
+
+
+def set_blas_threads(count: int) -> bool:
+    """Make the BLAS :func:`preload_blas` loaded use ``count`` threads; return whether it could.
+
+    For several processes sharing one machine's cores (data-parallel training on a CPU), one
+    thread each keeps them from fighting over the cores. ``False`` when mlxvision loaded no
+    BLAS (macOS, or MLX's own) or the library has no such setting.
+
+    Example:
+        >>> set_blas_threads(os.cpu_count() or 1) in (True, False)
+        True
+    """
+    if count < 1:
+        raise ValueError(f"set_blas_threads: count must be a positive int, got {count}")
+    if BLAS.library is None:
+        return False
+    lib = ctypes.CDLL(BLAS.library, mode=ctypes.RTLD_GLOBAL)
+    for name in _BLAS_THREAD_SETTERS:
+        setter = getattr(lib, name, None)
+        if setter is not None:
+            setter.argtypes = [ctypes.c_int]
+            setter(int(count))
+            return True
+    return False
+
+
 def import_mlx():
     """Import and return ``mlx.core`` (after :func:`preload_blas`), naming the fix if it fails.
 

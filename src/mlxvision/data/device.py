@@ -91,8 +91,11 @@ class DeviceLoader:
     image is seen both ways every two epochs (``flip="random"`` draws afresh each epoch).
 
     Randomness depends only on ``seed`` and the epoch, so the same arguments give the same
-    batches. ``drop_last`` (the default when shuffling) keeps every batch the same shape, so a
-    compiled step never recompiles.
+    batches. With ``world_size`` processes (data-parallel training), ``batch_size`` is the global
+    batch and each process gets its ``rank``-th equal part of every batch: together the
+    processes see exactly the batches, shifts and mirrors of a single process. ``drop_last``
+    (the default when shuffling) keeps every batch the same shape, so a compiled step never
+    recompiles.
 
     Example:
         >>> images = np.zeros((10, 8, 8, 3), np.uint8)
@@ -115,6 +118,8 @@ class DeviceLoader:
         drop_last: bool | None = None,
         seed: int = 0,
         dtype: mx.Dtype = mx.float32,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         images = mx.array(images) if not isinstance(images, mx.array) else images
         labels = mx.array(np.asarray(labels)) if not isinstance(labels, mx.array) else labels
@@ -127,6 +132,14 @@ class DeviceLoader:
             )
         if batch_size < 1:
             raise ValueError(f"batch_size: expected a positive int, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} of world_size {world_size}: expected 0 <= rank < size")
+        if batch_size % world_size:
+            raise ValueError(
+                f"batch_size {batch_size} must divide evenly over world_size {world_size}"
+            )
+        if world_size > 1 and not (shuffle and (drop_last is None or drop_last)):
+            raise ValueError("world_size > 1 needs shuffle=True and drop_last (equal shards)")
         if flip not in (True, False, "alternating", "random"):
             raise ValueError(f"flip: expected 'alternating', 'random' or False, got {flip!r}")
         if translate < 0 or translate >= min(images.shape[1:3]):
@@ -142,6 +155,7 @@ class DeviceLoader:
         self.shuffle = shuffle
         self.drop_last = shuffle if drop_last is None else drop_last
         self.seed = int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
         self.epoch = 0
         count = images.shape[0]
         self._base_flip = mx.random.bernoulli(0.5, (count,), key=batch_key(self.seed, 0, 0, 2))
@@ -170,8 +184,10 @@ class DeviceLoader:
             mirror = None
         augment = self.translate > 0 or mirror is not None
         shifts = mx.random.randint(-self.translate, self.translate + 1, (count, 2), key=shift_key)
+        part = self.batch_size // self.world_size
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            picked = order[start : start + self.batch_size]
+            first = start + self.rank * part
+            picked = order[first : first + part]
             if augment:
                 flips = mirror[picked] if mirror is not None else None
                 batch = translate_flip(self.images, shifts[picked], flips, indices=picked)

@@ -12,14 +12,18 @@ processes keep the same weights. See ``Trainer(distributed=True)``.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import threading
 import time
+import zlib
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
+
+from ..backend import set_blas_threads
 
 
 def init(backend: str = "any") -> mx.distributed.Group:
@@ -30,6 +34,41 @@ def init(backend: str = "any") -> mx.distributed.Group:
         True
     """
     return mx.distributed.init(backend=backend)
+
+
+def local_processes(group: mx.distributed.Group) -> int:
+    """How many processes of the group run on this machine (same host name), this one included.
+
+    Example:
+        >>> local_processes(init())
+        1
+    """
+    if group.size() == 1:
+        return 1
+    name = zlib.crc32(socket.gethostname().encode()) & 0x7FFFFFFF
+    names = mx.distributed.all_gather(mx.array([name], dtype=mx.int32), group=group)
+    return int((names == name).sum().item())
+
+
+def share_cpu_cores(group: mx.distributed.Group) -> int:
+    """Give each of this machine's processes an equal share of its cores for BLAS; return the
+    threads per process (0: nothing changed).
+
+    With MLX on a CPU, every process would otherwise run the BLAS on all cores: two processes on
+    two cores then run four busy threads. Applies when the group has several processes on this
+    machine, MLX computes on the CPU and ``OPENBLAS_NUM_THREADS`` is not set.
+
+    Example:
+        >>> share_cpu_cores(init())  # a group of one: nothing to share
+        0
+    """
+    if group.size() == 1 or mx.default_device().type != mx.DeviceType.cpu:
+        return 0
+    if os.environ.get("OPENBLAS_NUM_THREADS"):
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // local_processes(group))
+    return threads if set_blas_threads(threads) else 0
 
 
 def average_gradients(grads: Any, group: mx.distributed.Group) -> Any:

@@ -36,6 +36,7 @@ import numpy as np
 from ..backend import compile_by_default
 from ..data.device import DeviceLoader, normalize
 from ..engine import schedules
+from ..engine.distributed import share_cpu_cores, sync_batch_norm_statistics
 from ..engine.losses import cross_entropy
 from ..engine.optimizers import Muon, grouped
 from ..engine.precision import compute_dtype
@@ -67,6 +68,13 @@ class SpeedRun:
     ``model_kwargs`` (``widths``, ``logit_scale``); ``recipe.options`` overrides
     :data:`SPEED_OPTIONS`. ``images`` are uint8 ``(N, H, W, C)``.
 
+    ``group`` (an ``mx.distributed`` group of several processes) trains data-parallel: each
+    process computes its equal part of every batch, with BatchNorm statistics of its part (as
+    PyTorch's DDP), and the summed gradients make one update of the global batch everywhere. On
+    a CPU the processes of one machine share its cores
+    (:func:`~mlxvision.engine.distributed.share_cpu_cores`); since MLX's CPU backend runs all
+    but the matrix products on one thread, two processes on two cores train faster than one.
+
     Example:
         >>> from mlxvision.recipes import get_recipe
         >>> recipe = get_recipe("cifar10_fast").replace(
@@ -89,6 +97,7 @@ class SpeedRun:
         std: tuple[float, ...],
         num_classes: int = 10,
         compile: bool | None = None,
+        group: mx.distributed.Group | None = None,
     ) -> None:
         unknown = sorted(set(recipe.options) - set(SPEED_OPTIONS))
         if unknown:
@@ -102,6 +111,10 @@ class SpeedRun:
             )
         self.recipe = recipe
         self.options = {**SPEED_OPTIONS, **recipe.options}
+        self.group = group if group is not None and group.size() > 1 else None
+        self.rank, self.world = (group.rank(), group.size()) if self.group else (0, 1)
+        if self.group:
+            share_cpu_cores(self.group)
         self.mean, self.std = tuple(mean), tuple(std)
         self.dtype = compute_dtype(recipe.precision)
         self.loader = DeviceLoader(
@@ -113,6 +126,8 @@ class SpeedRun:
             translate=int(self.options["translate"]),
             seed=recipe.seed,
             dtype=self.dtype,
+            rank=self.rank,
+            world_size=self.world,
         )
         if len(self.loader) == 0:
             raise ValueError(
@@ -130,10 +145,17 @@ class SpeedRun:
         self.num_classes = int(num_classes)
         self.model = self._new_model(recipe.seed)
         self.optimizer = self._optimizer()
-        loss = partial(cross_entropy, label_smoothing=recipe.label_smoothing, reduction="sum")
+        loss = partial(
+            _scaled_sum_loss, label_smoothing=recipe.label_smoothing, scale=float(self.world)
+        )
         compile = compile_by_default() if compile is None else compile
         self.step = make_train_step(
-            self.model, self.optimizer, loss, compile=compile, precision=recipe.precision
+            self.model,
+            self.optimizer,
+            loss,
+            compile=compile,
+            precision=recipe.precision,
+            group=self.group,
         )
         self.eval_step = make_eval_step(
             self.model, compile=compile, precision=recipe.precision, tta=int(recipe.tta)
@@ -215,6 +237,8 @@ class SpeedRun:
                     break
             losses.append(loss)
             epoch += 1
+        if self.group:
+            sync_batch_norm_statistics(self.model, self.group)
         mx.eval(self.step.state)
         mx.synchronize()
         seconds = time.perf_counter() - began
@@ -229,9 +253,14 @@ class SpeedRun:
         }
 
     def evaluate(self, images: np.ndarray | mx.array, labels: np.ndarray | mx.array) -> float:
-        """Accuracy on ``images`` (uint8 NHWC) with the recipe's test-time augmentation."""
-        x = normalize(mx.array(images), self.mean, self.std, self.dtype)
-        y = mx.array(np.asarray(labels)).astype(mx.int32)
+        """Accuracy on ``images`` (uint8 NHWC) with the recipe's test-time augmentation.
+
+        In a data-parallel job each process evaluates its share of the images.
+        """
+        total = len(labels)
+        first, last = total * self.rank // self.world, total * (self.rank + 1) // self.world
+        x = normalize(mx.array(images[first:last]), self.mean, self.std, self.dtype)
+        y = mx.array(np.asarray(labels[first:last])).astype(mx.int32)
         size = int(self.options["eval_batch_size"])
         correct = mx.array(0.0)
         for start in range(0, x.shape[0], size):
@@ -244,7 +273,9 @@ class SpeedRun:
                 target = mx.concatenate([target, mx.zeros(pad, mx.int32)])
                 weights = mx.concatenate([weights, mx.zeros(pad)])
             correct = correct + self.eval_step(batch, target, weights)["correct"]
-        return correct.item() / x.shape[0]
+        if self.group:
+            correct = mx.distributed.all_sum(correct, group=self.group)
+        return correct.item() / total
 
 
 def run_speed_recipe(
@@ -254,10 +285,13 @@ def run_speed_recipe(
     out: str | os.PathLike = "runs",
     name: str | None = None,
     verbose: bool = True,
+    distributed: bool = False,
 ) -> dict[str, Any]:
     """Train a speed recipe into a run folder, as :func:`~mlxvision.recipes.run_recipe` does
     for the others (``recipe.json``, ``metrics.jsonl``, ``model.safetensors``,
-    ``result.json``); ``train_seconds`` here includes compiling the step.
+    ``result.json``); ``train_seconds`` here includes compiling the step. ``distributed=True``
+    trains data-parallel over the processes of an ``mx.distributed`` job (see
+    :class:`SpeedRun`); rank 0 alone writes the run folder.
 
     Example:
         >>> from mlxvision.recipes import get_recipe
@@ -269,30 +303,43 @@ def run_speed_recipe(
         ValueError: dataset 'cifar10' needs a data folder (--data PATH)
     """
     from ..checkpoint import save
+    from ..engine.distributed import init as distributed_init
     from .catalog import load_datasets
     from .run import CONFIG_FILE, METRICS_FILE, MODEL_FILE, RESULT_FILE, _run_name, model_metadata
 
+    group = distributed_init() if distributed else None
+    world = group.size() if group else 1
+    main = group is None or group.rank() == 0
+    verbose = verbose and main
+    if recipe.batch_size % world:
+        raise ValueError(
+            f"recipe {recipe.name}: batch_size {recipe.batch_size} does not divide over "
+            f"{world} processes"
+        )
     train, test = load_datasets(recipe.dataset, data_root)
-    run = Path(out) / (name or _run_name(None))
-    run.mkdir(parents=True, exist_ok=True)
-    (run / CONFIG_FILE).write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
+    run = Path(out) / (name or _run_name(group))
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / CONFIG_FILE).write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
     mean, std = recipe.normalize or (train.mean, train.std)
+    if verbose and world > 1:
+        print(f"data-parallel over {world} processes: global batch {recipe.batch_size}")
     if verbose:
         print(
             f"Training {recipe.model} on {recipe.dataset} ({len(train)} train / {len(test)} test "
             f"images) with the speed recipe {recipe.name}; run folder {run}"
         )
     speed = SpeedRun(
-        recipe, train.images, train.labels, mean=mean, std=std, num_classes=train.num_classes
+        recipe,
+        train.images,
+        train.labels,
+        mean=mean,
+        std=std,
+        num_classes=train.num_classes,
+        group=group,
     )
     timing = speed.fit()
     accuracy = speed.evaluate(test.images, test.labels)
-    with open(run / METRICS_FILE, "w") as log:
-        for epoch, loss in enumerate(timing["train_loss_per_epoch"], 1):
-            log.write(json.dumps({"epoch": epoch, "train_loss_last_batch": loss}) + "\n")
-    save(
-        speed.model, run / MODEL_FILE, metadata=model_metadata(recipe, data_root, train, mean, std)
-    )
     result = {
         "run": str(run),
         "recipe": recipe.name,
@@ -303,8 +350,16 @@ def run_speed_recipe(
         "train_seconds": timing["train_seconds"],
         "steps": timing["steps"],
         "images_per_sec": timing["steps"] * recipe.batch_size / timing["train_seconds"],
-        "processes": 1,
+        "processes": world,
     }
+    if not main:
+        return result
+    with open(run / METRICS_FILE, "w") as log:
+        for epoch, loss in enumerate(timing["train_loss_per_epoch"], 1):
+            log.write(json.dumps({"epoch": epoch, "train_loss_last_batch": loss}) + "\n")
+    save(
+        speed.model, run / MODEL_FILE, metadata=model_metadata(recipe, data_root, train, mean, std)
+    )
     (run / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
     if verbose:
         print(
@@ -313,6 +368,15 @@ def run_speed_recipe(
         )
         print(f"Saved {run / MODEL_FILE}")
     return result
+
+
+def _scaled_sum_loss(
+    logits: mx.array, targets: mx.array, *, label_smoothing: float, scale: float
+) -> mx.array:
+    # Summed over the batch; times the number of processes, whose gradients the step averages:
+    # the update is then the one of the summed loss over the global batch.
+    loss = cross_entropy(logits, targets, label_smoothing=label_smoothing, reduction="sum")
+    return loss * scale if scale != 1 else loss
 
 
 def _zero_in_place(container: Any) -> None:

@@ -18,6 +18,7 @@ from ..data import DataLoader
 from ..data import transforms as T
 from ..engine import Trainer, callbacks, schedules
 from ..engine.distributed import init as distributed_init
+from ..engine.distributed import share_cpu_cores
 from ..engine.optimizers import with_weight_decay
 from ..models import create_model
 from .catalog import load_datasets
@@ -184,16 +185,31 @@ def run_recipe(
         ['epochs', 'images_per_sec', 'model']
     """
     if recipe.optimizer == "muon":
-        if resume or distributed or val_split or extra_callbacks:
+        if resume or val_split or extra_callbacks:
             raise ValueError(
                 f"recipe {recipe.name}: a speed recipe trains in seconds from scratch; it has no "
-                "resume, distributed, val_split or callbacks"
+                "resume, val_split or callbacks"
             )
         from .fast import run_speed_recipe
 
-        return run_speed_recipe(recipe, data_root=data_root, out=out, name=name, verbose=verbose)
+        return run_speed_recipe(
+            recipe,
+            data_root=data_root,
+            out=out,
+            name=name,
+            verbose=verbose,
+            distributed=distributed,
+        )
+    if recipe.epochs != int(recipe.epochs) or recipe.epochs < 1:
+        raise ValueError(
+            f"recipe {recipe.name}: epochs must be a whole number ≥ 1, got {recipe.epochs} "
+            "(only speed recipes, optimizer 'muon', stop part-way through an epoch)"
+        )
+    recipe = recipe.replace(epochs=int(recipe.epochs))
     group = distributed_init() if distributed else None
     rank, world = (group.rank(), group.size()) if group else (0, 1)
+    if group is not None:
+        share_cpu_cores(group)
     main = rank == 0
     verbose = verbose and main
     if recipe.batch_size % world:

@@ -132,13 +132,14 @@ class DeviceLoader:
             )
         if batch_size < 1:
             raise ValueError(f"batch_size: expected a positive int, got {batch_size}")
+        drop_last = shuffle if drop_last is None else drop_last
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} of world_size {world_size}: expected 0 <= rank < size")
         if batch_size % world_size:
             raise ValueError(
                 f"batch_size {batch_size} must divide evenly over world_size {world_size}"
             )
-        if world_size > 1 and not (shuffle and (drop_last is None or drop_last)):
+        if world_size > 1 and not (shuffle and drop_last):
             raise ValueError("world_size > 1 needs shuffle=True and drop_last (equal shards)")
         if flip not in (True, False, "alternating", "random"):
             raise ValueError(f"flip: expected 'alternating', 'random' or False, got {flip!r}")
@@ -153,7 +154,7 @@ class DeviceLoader:
         self.translate = int(translate)
         self.flip = "alternating" if flip is True else flip
         self.shuffle = shuffle
-        self.drop_last = shuffle if drop_last is None else drop_last
+        self.drop_last = drop_last
         self.seed = int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
         self.epoch = 0

@@ -21,6 +21,7 @@ from mlx.utils import tree_flatten, tree_map
 
 from ..backend import compile_by_default
 from ..data.device import translate_flip
+from .distributed import share_cpu_cores
 from .losses import cross_entropy
 from .precision import LossScaler, compute_dtype
 
@@ -68,6 +69,8 @@ class TrainStep:
         self.clip_grad_norm = clip_grad_norm
         self.accumulate = int(accumulate)
         self.group = group if group is not None and group.size() > 1 else None
+        if self.group is not None:
+            share_cpu_cores(self.group)
         self.scaler = LossScaler() if precision == "float16" else None
         self.micro_step = 0
         optimizer.init(model.trainable_parameters())  # state must exist before compile captures it
@@ -181,7 +184,9 @@ def make_train_step(
       batch-statistics layers).
     - ``group`` (an ``mx.distributed`` group of several processes): gradients are averaged
       over the group before each update, in few large messages; every process then applies the
-      same update. Each process's batch is its shard of the global batch.
+      same update. Each process's batch is its shard of the global batch. On a CPU, the
+      processes of one machine share its cores for the BLAS
+      (:func:`~mlxvision.engine.distributed.share_cpu_cores`).
 
     ``compile`` (``mx.compile`` over the whole step) defaults to yes on GPUs and no on CPUs,
     where MLX's compiler measured no faster (:func:`mlxvision.backend.compile_by_default`).

@@ -36,7 +36,7 @@ import numpy as np
 from ..backend import compile_by_default
 from ..data.device import DeviceLoader, normalize
 from ..engine import schedules
-from ..engine.distributed import share_cpu_cores, sync_batch_norm_statistics
+from ..engine.distributed import sync_batch_norm_statistics
 from ..engine.losses import cross_entropy
 from ..engine.optimizers import Muon, grouped
 from ..engine.precision import compute_dtype
@@ -71,9 +71,9 @@ class SpeedRun:
     ``group`` (an ``mx.distributed`` group of several processes) trains data-parallel: each
     process computes its equal part of every batch, with BatchNorm statistics of its part (as
     PyTorch's DDP), and the summed gradients make one update of the global batch everywhere. On
-    a CPU the processes of one machine share its cores
-    (:func:`~mlxvision.engine.distributed.share_cpu_cores`); since MLX's CPU backend runs all
-    but the matrix products on one thread, two processes on two cores train faster than one.
+    a CPU the processes of one machine share its cores (the train step sees to it); since MLX's
+    CPU backend runs all but the matrix products on one thread, two processes on two cores
+    train faster than one.
 
     Example:
         >>> from mlxvision.recipes import get_recipe
@@ -113,8 +113,6 @@ class SpeedRun:
         self.options = {**SPEED_OPTIONS, **recipe.options}
         self.group = group if group is not None and group.size() > 1 else None
         self.rank, self.world = (group.rank(), group.size()) if self.group else (0, 1)
-        if self.group:
-            share_cpu_cores(self.group)
         self.mean, self.std = tuple(mean), tuple(std)
         self.dtype = compute_dtype(recipe.precision)
         self.loader = DeviceLoader(

@@ -18,7 +18,6 @@ from ..data import DataLoader
 from ..data import transforms as T
 from ..engine import Trainer, callbacks, schedules
 from ..engine.distributed import init as distributed_init
-from ..engine.distributed import share_cpu_cores
 from ..engine.optimizers import with_weight_decay
 from ..models import create_model
 from .catalog import load_datasets
@@ -208,8 +207,6 @@ def run_recipe(
     recipe = recipe.replace(epochs=int(recipe.epochs))
     group = distributed_init() if distributed else None
     rank, world = (group.rank(), group.size()) if group else (0, 1)
-    if group is not None:
-        share_cpu_cores(group)
     main = rank == 0
     verbose = verbose and main
     if recipe.batch_size % world:

@@ -1,16 +1,18 @@
-"""Training images/s on a CPU: mlxvision in one process and data-parallel over several processes
-of this machine, against PyTorch, in one run.
+"""Training images/s on a CPU: mlxvision with its batch split over CPU streams and data-parallel
+over several processes of this machine, against PyTorch, in one run.
 
-MLX's CPU backend runs all but the matrix products on one thread; several processes, each with
-its share of the cores (``mlxvision.engine.distributed.share_cpu_cores``) and of every batch,
-use all the cores. This measures what that gives, per model, with the models of
-``throughput.py``: every measurement runs in fresh processes (PyTorch with ``--threads``
-threads; mlxvision started by ``mlxvision.engine.local_launch.launch_local``), rounds
-interleaved. A step is forward, cross-entropy, backward and SGD-momentum update of the global
-batch, gradients summed over the processes. Usage::
+MLX's CPU backend runs all but the matrix products on one thread. Two ways use all the cores:
+several processes, each with its share of the cores and of every batch (``--processes N``), and
+one process splitting every batch into parts computed on parallel CPU streams
+(``make_train_step(streams=)``, :mod:`mlxvision.engine.streams`). This measures both, per
+model, with the models of ``throughput.py``: every measurement runs in fresh processes
+(PyTorch with ``--threads`` threads; mlxvision started by
+``mlxvision.engine.local_launch.launch_local``), rounds interleaved. A step is forward,
+cross-entropy, backward and SGD-momentum update of the global batch. ``--configs`` lists
+``PROCESSESxSTREAMS`` pairs (streams a number or ``auto``, the library's default). Usage::
 
     python benchmarks/processes.py [--models simple_cnn,resnet20] [--batch-size 128]
-        [--processes 1,2] [--steps 5] [--warmup 2] [--repeats 3] [--threads 2]
+        [--configs 1x1,1xauto,2xauto] [--steps 5] [--warmup 2] [--repeats 3] [--threads 2]
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import numpy as np
 from throughput import _cpu_name, mlx_model, time_steps, torch_runner
 
 import mlxvision
-from mlxvision.engine.distributed import share_cpu_cores
 from mlxvision.engine.local_launch import launch_local
 from mlxvision.engine.steps import make_train_step
 
@@ -48,7 +49,6 @@ def batch(size: int) -> tuple[np.ndarray, np.ndarray]:
 def mlx_worker(args: argparse.Namespace) -> None:
     group = mx.distributed.init()
     rank, world = group.rank(), group.size()
-    threads = share_cpu_cores(group)
     images, labels = batch(args.batch_size)
     part = args.batch_size // world
     x = mx.array(images[rank * part : (rank + 1) * part])
@@ -56,7 +56,10 @@ def mlx_worker(args: argparse.Namespace) -> None:
     mx.random.seed(0)
     model = mlx_model(args.model)
     optimizer = optim.SGD(0.01, momentum=0.9)
-    step = make_train_step(model, optimizer, compile=False, group=group if world > 1 else None)
+    streams = args.streams if args.streams == "auto" else int(args.streams)
+    step = make_train_step(
+        model, optimizer, compile=False, group=group if world > 1 else None, streams=streams
+    )
 
     def train() -> None:
         mx.eval(step(x, y), model.state, optimizer.state)
@@ -66,7 +69,11 @@ def mlx_worker(args: argparse.Namespace) -> None:
     if rank == 0:
         Path(args.out).write_text(
             json.dumps(
-                {"images_per_sec": args.steps * args.batch_size / seconds, "threads": threads}
+                {
+                    "images_per_sec": args.steps * args.batch_size / seconds,
+                    "streams": step.streams,
+                    "threads": mlxvision.backend.BLAS_THREADS.get("count", 0),
+                }
             )
         )
 
@@ -79,16 +86,17 @@ def torch_worker(args: argparse.Namespace) -> None:
     time_steps(runner.train, args.warmup)
     seconds = time_steps(runner.train, args.steps)
     Path(args.out).write_text(
-        json.dumps({"images_per_sec": args.steps * args.batch_size / seconds})
+        json.dumps({"images_per_sec": args.steps * args.batch_size / seconds, "streams": 0})
     )
 
 
-def measure(kind: str, processes: int, args: argparse.Namespace) -> float:
+def measure(kind: str, processes: int, streams: str, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "result.json"
         command = [sys.executable, str(HERE), "--worker", kind, "--model", args.model]
         command += ["--batch-size", str(args.batch_size), "--steps", str(args.steps)]
         command += ["--warmup", str(args.warmup), "--threads", str(args.threads), "--out", str(out)]
+        command += ["--streams", streams]
         code = (
             launch_local(command, processes)
             if kind == "mlx"
@@ -96,7 +104,7 @@ def measure(kind: str, processes: int, args: argparse.Namespace) -> float:
         )
         if code != 0:
             raise SystemExit(f"{kind} with {processes} process(es) failed with status {code}")
-        return json.loads(out.read_text())["images_per_sec"]
+        return json.loads(out.read_text())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default="simple_cnn,resnet20")
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, default=128, help="global batch")
-    parser.add_argument("--processes", default="1,2")
+    parser.add_argument("--configs", default="1x1,1xauto,2xauto", help="PROCESSESxSTREAMS,...")
+    parser.add_argument("--streams", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
@@ -118,8 +127,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker == "torch":
         return torch_worker(args)
 
-    counts = [int(n) for n in args.processes.split(",")]
-    kinds = [("mlx", n) for n in counts] + ([] if args.no_torch else [("torch", 1)])
+    configs = [config.split("x") for config in args.configs.split(",")]
+    if any(
+        len(c) != 2 or not c[0].isdigit() or not (c[1].isdigit() or c[1] == "auto") for c in configs
+    ):
+        parser.error(f"--configs: expected PROCESSESxSTREAMS pairs like 2x1,1xauto: {args.configs}")
+    kinds = [("mlx", int(p), s) for p, s in configs]
+    kinds += [] if args.no_torch else [("torch", 1, "-")]
     info = mlxvision.info()
     print(f"command: `python {' '.join(sys.argv)}`\n")
     print(
@@ -131,24 +145,32 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for model in args.models.split(","):
         args.model = model
-        samples: dict[tuple[str, int], list[float]] = {k: [] for k in kinds}
+        samples: dict[tuple, list[float]] = {k: [] for k in kinds}
+        streams: dict[tuple, int] = {}
         for _ in range(args.repeats):
             for kind in kinds:
-                samples[kind].append(measure(kind[0], kind[1], args))
+                result = measure(*kind, args)
+                samples[kind].append(result["images_per_sec"])
+                streams[kind] = result["streams"]
         for kind in kinds:
             rate = statistics.median(samples[kind])
             ratios = ""
             if not args.no_torch:
-                torch_rates = samples[("torch", 1)]
+                torch_rates = samples[("torch", 1, "-")]
                 per_round = [a / b for a, b in zip(samples[kind], torch_rates, strict=True)]
                 ratios = f"{statistics.median(per_round):.2f}×"
+            library = "PyTorch" if kind[0] == "torch" else "mlxvision"
+            parts = "-" if kind[0] == "torch" else f"{streams[kind]} ({kind[2]})"
             rows.append(
-                f"| {model} | {'PyTorch' if kind[0] == 'torch' else 'mlxvision'} | {kind[1]} | "
+                f"| {model} | {library} | {kind[1]} | {parts} | "
                 f"{rate:.1f} ({min(samples[kind]):.1f}–{max(samples[kind]):.1f}) | {ratios} |"
             )
         print(f"done: {model} (load average {os.getloadavg()[0]:.2f})", flush=True)
-    print("\n| model | library | processes | train img/s (min–max) | vs PyTorch |")
-    print("|---|---|---|---|---|")
+    print(
+        "\n| model | library | processes | streams per process | train img/s (min–max) "
+        "| vs PyTorch |"
+    )
+    print("|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 

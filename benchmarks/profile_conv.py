@@ -5,10 +5,12 @@ For every distinct convolution of ResNet-20, ResNet-18 (CIFAR stem) and the tuto
 (``mlxvision.ops.conv``'s passes; see its docstring):
 
 - forward ``fwd``: ``mlx`` (:func:`mlx.core.conv2d`), ``im2col`` (one strided view of the padded
-  input copied to a patches matrix, one matmul), ``shift`` (``Σ_ij x_shift_ij @ w_ij``, no
+  input copied to a patches matrix, one matmul), ``rows`` (stride 1: a matmul per tap on
+  shifted rows of the padded input, accumulated), ``shift`` (``Σ_ij x_shift_ij @ w_ij``, no
   patches matrix; with ``--all``);
 - input gradient ``dx``: ``mlx`` (MLX's own), ``col2im`` (``dY·W``, added back per stride
-  phase), ``subpixel`` (one stride-1 ``mx.conv2d`` per stride phase), ``tconv`` (stride 1:
+  phase), ``subpixel`` (one stride-1 ``mx.conv2d`` per stride phase), ``rows`` (stride 1:
+  the transposed convolution as the ``rows`` forward), ``tconv`` (stride 1:
   an im2col convolution of the padded ``dY`` with the flipped kernel; with ``--all``);
 - weight gradient ``dw``: ``mlx``, ``matmul`` (``dYᵀ·P``);
 
@@ -132,11 +134,11 @@ def pass_candidates(k: int, s: int, p: int, every: bool) -> dict[tuple[str, str]
     """(pass, name) -> fn(x, w, dy): the single passes."""
     st, pd = (s, s), (p, p)
     found = {}
-    for how in ("mlx", "im2col"):
+    for how in ("mlx", "im2col") + (("rows",) if s == 1 else ()):
         found[("fwd", how)] = lambda x, w, g, how=how: C._forward(x, w, st, pd, how)
     if every and k > 1:
         found[("fwd", "shift")] = lambda x, w, g: shifted_matmuls(x, w, s, p)
-    for how in ("mlx", "col2im", "subpixel"):
+    for how in ("mlx", "col2im", "subpixel") + (("rows",) if s == 1 and p < k else ()):
         found[("dx", how)] = lambda x, w, g, how=how: C._input_grad(x, w, g, st, pd, how)
     if every and k > 1 and s == 1:
         found[("dx", "tconv")] = lambda x, w, g: transposed_conv_input_grad(w, g, p)
@@ -199,8 +201,8 @@ def profile_shape(
 
 
 COLUMNS = {
-    "fwd": ("mlx", "im2col", "shift"),
-    "dx": ("mlx", "col2im", "subpixel", "tconv"),
+    "fwd": ("mlx", "im2col", "rows", "shift"),
+    "dx": ("mlx", "col2im", "subpixel", "rows", "tconv"),
     "dw": ("mlx", "matmul"),
     "fwd+bwd": ("mlx", "im2col-ad", "im2col", "auto"),
     "fwd+bwd compiled": ("mlx", "im2col-ad", "im2col", "auto"),

@@ -156,15 +156,24 @@ def mlx_runner(
     compiled = variant.endswith("compiled")
     optimizer = optim.SGD(0.01, momentum=0.9)
     train_step = make_train_step(model, optimizer, compile=compiled, precision=precision)
+    # the step set the BLAS threads for its streams; other runners of this process may change
+    # them, so each call sets them back
+    threads = mlxvision.backend.BLAS_THREADS.get("count")
     eval_step = make_eval_step(model, compile=compiled, precision=precision)
     x, y = mx.array(images), mx.array(labels)
     weights = mx.ones(y.shape)
     mx.eval(x, y, weights)
 
+    def own_threads() -> None:
+        if threads:
+            mlxvision.backend.set_blas_threads(threads)
+
     def train() -> None:
+        own_threads()
         mx.eval(train_step(x, y), model.state, optimizer.state)
 
     def evaluate() -> None:
+        own_threads()
         mx.eval(eval_step(x, y, weights))
 
     return Runner(train, evaluate, mx.reset_peak_memory, mx.get_peak_memory)

@@ -284,3 +284,36 @@ def test_airbench_whitening_decorrelates_patches():
     moment = out[:, :12].T @ out[:, :12] / len(out)
     np.testing.assert_allclose(moment, np.eye(12), atol=2e-3)
     np.testing.assert_allclose(out[:, 12:], -out[:, :12], atol=1e-5)
+
+
+def test_simple_cnn_pools_before_relu_like_the_tutorial_order():
+    """ReLU after max-pooling gives the outputs and gradients of the tutorial's relu-then-pool."""
+    from mlxvision.models.cnn import SimpleCNN
+
+    mx.random.seed(5)
+    model = SimpleCNN(num_classes=4, in_channels=2, input_size=8)
+    x = mx.random.normal((3, 8, 8, 2))
+    pool = nn.MaxPool2d(kernel_size=2, stride=2)
+
+    def tutorial(params, x):
+        model.update(params)
+        h = pool(nn.relu(model.conv1(x)))
+        h = pool(nn.relu(model.conv2(h)))
+        return model.fc2(nn.relu(model.fc1(h.reshape(h.shape[0], -1))))
+
+    def ours(params, x):
+        model.update(params)
+        return model(x)
+
+    params = model.trainable_parameters()
+    cotangent = mx.random.normal((3, 4))
+    expected, got = tutorial(params, x), ours(params, x)
+    np.testing.assert_allclose(np.array(got), np.array(expected), rtol=1e-6, atol=1e-6)
+    expected_grads = mx.grad(lambda p: (tutorial(p, x) * cotangent).sum())(params)
+    got_grads = mx.grad(lambda p: (ours(p, x) * cotangent).sum())(params)
+    model.update(params)
+    assert len(tree_flatten(got_grads)) == 8
+    for (name, a), (_, b) in zip(
+        tree_flatten(expected_grads), tree_flatten(got_grads), strict=True
+    ):
+        np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-5, atol=1e-6, err_msg=name)

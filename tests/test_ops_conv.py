@@ -10,6 +10,7 @@ import pytest
 import mlxvision
 from mlxvision.ops import (
     LOWERED_PLAN,
+    ROWS_PLAN,
     STRIDED_PLAN,
     Conv2d,
     ConvPlan,
@@ -88,6 +89,36 @@ def test_forward_and_gradients_match_mlx(plan, kernel, stride, padding, height, 
         assert_close(a, e)
 
 
+ROWS_CASES = [case for case in CASES if case[1] == 1] + [(5, 1, 2, 6, 9), (2, 1, 1, 5, 5)]
+
+
+@pytest.mark.parametrize("kernel,stride,padding,height,width", ROWS_CASES)
+def test_shifted_rows_passes_match_mlx_and_numpy(kernel, stride, padding, height, width):
+    mx.random.seed(3)
+    x = mx.random.normal((3, height, width, 5))
+    w = mx.random.normal((4, kernel, kernel, 5))
+    cotangent = mx.random.normal(mx.conv2d(x, w, stride, padding).shape)
+    expected = value_and_grads(lambda a, b: mx.conv2d(a, b, stride, padding), x, w, cotangent)
+    actual = value_and_grads(
+        lambda a, b: conv2d(a, b, stride, padding, method=ROWS_PLAN), x, w, cotangent
+    )
+    for name, a, e in zip(("output", "input grad", "weight grad"), actual, expected, strict=True):
+        assert a.shape == e.shape, name
+        assert_close(a, e)
+    reference = numpy_conv2d(np.array(x), np.array(w), stride, padding)
+    assert_close(actual[0], mx.array(reference.astype(np.float32)))
+
+
+def test_shifted_rows_refuse_what_they_cannot_compute():
+    x, w = mx.ones((1, 6, 6, 2)), mx.ones((3, 3, 3, 2))
+    with pytest.raises(ValueError, match="stride 1"):
+        conv2d(x, w, 2, 1, method=ROWS_PLAN)
+    with pytest.raises(ValueError, match="padding < kernel"):
+        conv2d(x, w, 1, 3, method=ConvPlan("mlx", "rows", "mlx"))
+    y = conv2d(x, w, 1, 3, method=ConvPlan("rows", "mlx", "mlx"))  # the forward may pad more
+    assert_close(y, mx.conv2d(x, w, 1, 3))
+
+
 @pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (3, 2, 1), (1, 2, 0), (3, 2, 0)])
 def test_forward_matches_numpy(kernel, stride, padding):
     rng = np.random.default_rng(1)
@@ -135,6 +166,19 @@ def test_choose_plan_uses_mlx_off_the_cpu_and_when_disabled(monkeypatch):
     assert choose_plan(64, 64, (3, 3), (2, 2), mx.cpu) == ConvPlan("mlx", "mlx", "mlx")
 
 
+def test_choose_plan_takes_shifted_rows_where_they_measured_faster():
+    def plan(cin, cout, padding=1, kernel=3):
+        return choose_plan(cin, cout, (kernel, kernel), (1, 1), mx.cpu, padding=(padding,) * 2)
+
+    assert plan(16, 16) == ROWS_PLAN  # ResNet-20's first stage
+    assert plan(32, 16) == ConvPlan("rows", "mlx", "mlx")  # narrowing: the forward only
+    assert plan(16, 32) == ConvPlan("mlx", "rows", "mlx")  # widening: the input gradient only
+    assert plan(64, 64) == ConvPlan("mlx", "mlx", "mlx")  # wide layers: MLX's
+    assert plan(16, 16, padding=3) == ConvPlan("rows", "mlx", "mlx")  # padding ≥ kernel
+    assert plan(16, 16, padding=0, kernel=1) == ConvPlan("mlx", "mlx", "mlx")
+    assert choose_plan(16, 16, (3, 3), (1, 1), mx.Device(mx.gpu), padding=(1, 1)).forward == "mlx"
+
+
 def _layer_outputs(layer, x):
     def loss(params, x):
         layer.update(params)
@@ -163,8 +207,9 @@ def test_layer_opt_out_gives_exactly_mlx(monkeypatch, stride):
 
 
 def test_use_fast_conv_swaps_in_place_and_back():
-    model = mlxvision.create_model("resnet20", num_classes=10)
+    model = use_fast_conv(mlxvision.create_model("resnet20", num_classes=10), enabled=False)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(type(c) is nn.Conv2d for c in convs)
     weights = [c.weight for c in convs]
     x = mx.random.normal((2, 32, 32, 3))
     model.eval()

@@ -101,6 +101,7 @@ def _load_first(candidates: tuple[str, ...], explicit: bool) -> BlasChoice:
 
 
 _BLAS_THREAD_SETTERS = ("openblas_set_num_threads", "bli_thread_set_num_threads")
+BLAS_THREADS: dict[str, int] = {}  # {"count": n} once set_blas_threads set one
 
 
 def set_blas_threads(count: int) -> bool:
@@ -124,6 +125,7 @@ def set_blas_threads(count: int) -> bool:
         if setter is not None:
             setter.argtypes = [ctypes.c_int]
             setter(int(count))
+            BLAS_THREADS["count"] = int(count)
             return True
     return False
 

@@ -23,7 +23,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from ..backend import set_blas_threads
+from .streams import available_cores, share_cores_with_blas
 
 
 def init(backend: str = "any") -> mx.distributed.Group:
@@ -50,25 +50,34 @@ def local_processes(group: mx.distributed.Group) -> int:
     return int((names == name).sum().item())
 
 
+def cores_per_process(group: mx.distributed.Group | None) -> int:
+    """This process's share of the machine's cores: available cores over the group's processes
+    on this machine (a collective call when the group has several processes).
+
+    Example:
+        >>> cores_per_process(None) == available_cores()
+        True
+    """
+    local = local_processes(group) if group is not None else 1
+    return max(1, available_cores() // local)
+
+
 def share_cpu_cores(group: mx.distributed.Group) -> int:
     """Give each of this machine's processes an equal share of its cores for BLAS; return the
     threads per process (0: nothing changed).
 
     With MLX on a CPU, every process would otherwise run the BLAS on all cores: two processes on
     two cores then run four busy threads. Applies when the group has several processes on this
-    machine, MLX computes on the CPU and ``OPENBLAS_NUM_THREADS`` is not set.
+    machine, MLX computes on the CPU and ``OPENBLAS_NUM_THREADS`` is not set. A training step
+    does this itself (:class:`~mlxvision.engine.steps.TrainStep`, with its streams).
 
     Example:
         >>> share_cpu_cores(init())  # a group of one: nothing to share
         0
     """
-    if group.size() == 1 or mx.default_device().type != mx.DeviceType.cpu:
+    if group.size() == 1:
         return 0
-    if os.environ.get("OPENBLAS_NUM_THREADS"):
-        return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = max(1, (cores or 1) // local_processes(group))
-    return threads if set_blas_threads(threads) else 0
+    return share_cores_with_blas(1, cores_per_process(group))
 
 
 def average_gradients(grads: Any, group: mx.distributed.Group) -> Any:

@@ -79,4 +79,22 @@ def label_smoothing_loss(epsilon: float):
         return cross_entropy(logits, targets, label_smoothing=epsilon, reduction=reduction)
 
     loss.__name__ = f"cross_entropy_ls{epsilon:g}"
+    loss.sample_mean = True
     return loss
+
+
+cross_entropy.sample_mean = True
+
+
+def is_sample_mean(loss_fn) -> bool:
+    """Whether ``loss_fn`` is known to return the mean of per-sample losses: mlxvision's own,
+    or any function with the attribute ``sample_mean = True``.
+
+    A batch may then be computed in parts and their losses and gradients combined by size
+    (:mod:`mlxvision.engine.streams`).
+
+    Example:
+        >>> is_sample_mean(cross_entropy), is_sample_mean(lambda logits, targets: logits.sum())
+        (True, False)
+    """
+    return bool(getattr(loss_fn, "sample_mean", False))

@@ -21,9 +21,17 @@ from mlx.utils import tree_flatten, tree_map
 
 from ..backend import compile_by_default
 from ..data.device import translate_flip
-from .distributed import share_cpu_cores
+from .distributed import cores_per_process
 from .losses import cross_entropy
 from .precision import LossScaler, compute_dtype
+from .streams import (
+    StreamSplit,
+    eval_streams,
+    share_cores_with_blas,
+    sums_in_parts,
+    train_streams,
+    value_and_grad_in_parts,
+)
 
 LossFn = Callable[..., mx.array]
 
@@ -56,6 +64,7 @@ class TrainStep:
         clip_grad_norm: float | None = None,
         accumulate: int = 1,
         group: mx.distributed.Group | None = None,
+        streams: int | str = "auto",
     ) -> None:
         if accumulate < 1:
             raise ValueError(f"accumulate: expected a positive int, got {accumulate}")
@@ -69,8 +78,10 @@ class TrainStep:
         self.clip_grad_norm = clip_grad_norm
         self.accumulate = int(accumulate)
         self.group = group if group is not None and group.size() > 1 else None
-        if self.group is not None:
-            share_cpu_cores(self.group)
+        cores = cores_per_process(self.group)
+        self.streams = train_streams(streams, model, cores, loss_fn)
+        share_cores_with_blas(self.streams, cores)
+        self._split = StreamSplit(self.streams) if self.streams > 1 else None
         self.scaler = LossScaler() if precision == "float16" else None
         self.micro_step = 0
         optimizer.init(model.trainable_parameters())  # state must exist before compile captures it
@@ -81,6 +92,7 @@ class TrainStep:
             self.extra["grads"] = tree_map(mx.zeros_like, model.trainable_parameters())
         if compile is None:
             compile = compile_by_default()
+        self.compiled = bool(compile)
         self._value_and_grad = mx.value_and_grad(self._loss)
         self.state = [model.state, optimizer.state, mx.random.state, self.extra]
         wrap = (
@@ -97,7 +109,7 @@ class TrainStep:
             return self._update(images, targets)
         return self._accumulate(images, targets)
 
-    def _loss(self, params, images, targets):
+    def _loss(self, params, images, targets, weight=1.0):
         if self.dtype != mx.float32:
             params = tree_map(lambda p: p.astype(self.dtype), params)
             images = images.astype(self.dtype)
@@ -105,15 +117,25 @@ class TrainStep:
         logits = self.model(images)
         loss = self.loss_fn(logits, targets)
         scaled = loss * self.scaler.scale if self.scaler is not None else loss
-        return scaled, (loss, logits)
+        return scaled * weight if weight != 1.0 else scaled, (loss, logits)
 
     def _gradients(self, images, targets):
         self.model.train()
         params = self.model.trainable_parameters()
-        (_, (loss, logits)), grads = self._value_and_grad(params, images, targets)
+
+        def part_step(images, targets, weight=1.0):
+            (_, (loss, logits)), grads = self._value_and_grad(params, images, targets, weight)
+            labels = targets if targets.ndim == 1 else mx.argmax(targets, axis=-1)
+            correct = (mx.argmax(logits, axis=-1) == labels).sum().astype(mx.int32)
+            return loss, correct, grads
+
+        if self._split is None:
+            loss, correct, grads = part_step(images, targets)
+        else:
+            loss, correct, grads = value_and_grad_in_parts(
+                self._split, self.model, part_step, images, targets, start_forward=not self.compiled
+            )
         self.model.update(params)  # float32 master weights back in place of the cast copies
-        labels = targets if targets.ndim == 1 else mx.argmax(targets, axis=-1)
-        correct = (mx.argmax(logits, axis=-1) == labels).sum().astype(mx.int32)
         return loss, correct, grads
 
     def _step_and_accumulate(self, images, targets):
@@ -171,6 +193,7 @@ def make_train_step(
     clip_grad_norm: float | None = None,
     accumulate: int = 1,
     group: mx.distributed.Group | None = None,
+    streams: int | str = "auto",
 ) -> TrainStep:
     """A function that trains ``model`` on one batch and returns ``(loss, correct)``.
 
@@ -185,8 +208,15 @@ def make_train_step(
     - ``group`` (an ``mx.distributed`` group of several processes): gradients are averaged
       over the group before each update, in few large messages; every process then applies the
       same update. Each process's batch is its shard of the global batch. On a CPU, the
-      processes of one machine share its cores for the BLAS
-      (:func:`~mlxvision.engine.distributed.share_cpu_cores`).
+      processes of one machine share its cores.
+    - ``streams``: on a CPU, the batch is split into this many parts, computed concurrently on
+      as many CPU streams (:mod:`mlxvision.engine.streams`), with the BLAS set to the cores
+      left per stream. ``"auto"``: one part per core of this process for models without
+      batch statistics and a loss that is a mean over samples
+      (:func:`~mlxvision.engine.losses.is_sample_mean`; the same update as the whole batch),
+      else one part (a BatchNorm part would normalise with its own statistics; the parts of a
+      summed loss would be weighted wrongly), and one off the CPU. A number splits any model;
+      the loss must then be a mean over samples.
 
     ``compile`` (``mx.compile`` over the whole step) defaults to yes on GPUs and no on CPUs,
     where MLX's compiler measured no faster (:func:`mlxvision.backend.compile_by_default`).
@@ -212,6 +242,7 @@ def make_train_step(
         clip_grad_norm=clip_grad_norm,
         accumulate=accumulate,
         group=group,
+        streams=streams,
     )
 
 
@@ -223,6 +254,7 @@ def make_eval_step(
     precision: str = "float32",
     top_k: int = 5,
     tta: bool | int = False,
+    streams: int | str = "auto",
 ) -> Callable[[mx.array, mx.array, mx.array], dict[str, mx.array]]:
     """A function ``step(images, labels, weights) -> sums`` of the model in eval mode.
 
@@ -233,6 +265,9 @@ def make_eval_step(
     size counts only its real samples and the step never recompiles. ``tta`` averages the logits
     of several views of each image (:func:`tta_logits`: ``True`` or 1 = the image and its
     mirror, 2 = also shifted by one pixel). ``loss_fn`` must accept ``reduction="none"``.
+    ``streams``: the batch is computed in that many parts on as many CPU streams and the sums
+    added; ``"auto"`` (decided at the first call): on a CPU, the cores the BLAS threads that
+    mlxvision set leave free (:func:`mlxvision.engine.streams.eval_streams`), else 1.
 
     Example:
         >>> import mlx.core as mx
@@ -267,9 +302,18 @@ def make_eval_step(
 
     if compile is None:
         compile = compile_by_default()
-    if not compile:
-        return step
-    return mx.compile(step, inputs=[model.state])
+    eval_streams(streams)  # checks the value now; "auto" is resolved at the first call
+    compiled = mx.compile(step, inputs=[model.state]) if compile else step
+    split: list[StreamSplit] = []
+
+    def step_in_parts(images: mx.array, labels: mx.array, weights: mx.array):
+        if not split:
+            split.append(StreamSplit(eval_streams(streams)))
+        if split[0].count == 1:
+            return compiled(images, labels, weights)
+        return sums_in_parts(split[0], compiled, images, labels, weights)
+
+    return step_in_parts
 
 
 TTA_LEVELS = (0, 1, 2)

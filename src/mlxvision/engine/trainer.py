@@ -67,6 +67,9 @@ class Trainer:
       and saved beside the raw ones.
     - MixUp/CutMix: give the training ``DataLoader`` a ``batch_transform``; its soft targets
       train as they come.
+    - ``streams``: on a CPU, every batch is split into parts computed concurrently on this many
+      streams (:mod:`mlxvision.engine.streams`); ``"auto"``: one per core for models without
+      BatchNorm, else one.
     - ``seed``: seeds MLX's random numbers (dropout, stochastic depth) when training starts;
       with the loader's seed, a CPU run repeats bit for bit.
     - ``tta``: average the logits of several views of each image at evaluation: ``True`` or 1,
@@ -118,6 +121,7 @@ class Trainer:
         distributed: bool = False,
         watchdog_timeout: float = 600.0,
         compile: bool | None = None,
+        streams: int | str = "auto",
         verbose: bool = True,
         log_every: int = 50,
     ) -> None:
@@ -130,7 +134,10 @@ class Trainer:
         self.loss_fn = loss_fn
         self.callbacks = list(callbacks)
         self.step_options = dict(
-            precision=precision, clip_grad_norm=clip_grad_norm, accumulate=accumulate
+            precision=precision,
+            clip_grad_norm=clip_grad_norm,
+            accumulate=accumulate,
+            streams=streams,
         )
         self.ema = EMA(model, ema_decay) if ema_decay else None
         self.seed = seed
@@ -145,7 +152,13 @@ class Trainer:
         self.log_every = max(1, int(log_every))
         self.train_step = None
         self.eval_step = make_eval_step(
-            model, loss_fn, compile=compile, precision=precision, top_k=top_k, tta=tta
+            model,
+            loss_fn,
+            compile=compile,
+            precision=precision,
+            top_k=top_k,
+            tta=tta,
+            streams=streams,
         )
         self.history: list[dict[str, Any]] = []
         self.global_step = 0

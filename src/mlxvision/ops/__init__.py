@@ -11,6 +11,7 @@ Example:
 from .conv import (
     LOWERED_PLAN,
     MLX_PLAN,
+    ROWS_PLAN,
     STRIDED_PLAN,
     ConvPlan,
     choose_plan,
@@ -24,6 +25,7 @@ from .malloc import keep_freed_memory
 __all__ = [
     "LOWERED_PLAN",
     "MLX_PLAN",
+    "ROWS_PLAN",
     "STRIDED_PLAN",
     "Conv2d",
     "ConvPlan",

@@ -12,7 +12,8 @@ For every distinct convolution of ResNet-20, ResNet-18 (CIFAR stem) and the tuto
   phase), ``subpixel`` (one stride-1 ``mx.conv2d`` per stride phase), ``rows`` (stride 1:
   the transposed convolution as the ``rows`` forward), ``tconv`` (stride 1:
   an im2col convolution of the padded ``dY`` with the flipped kernel; with ``--all``);
-- weight gradient ``dw``: ``mlx``, ``matmul`` (``dYᵀ·P``);
+- weight gradient ``dw``: ``mlx``, ``matmul`` (``dYᵀ·P``), ``rows`` (stride 1: per tap, ``dYᵀ``
+  times shifted rows);
 
 and the whole forward + backward (``mx.vjp``, both gradients), uncompiled and compiled, for
 ``mlx``, ``auto`` (``mlxvision.ops.conv2d(method="auto")``: the plan of ``choose_plan``) and,
@@ -142,7 +143,7 @@ def pass_candidates(k: int, s: int, p: int, every: bool) -> dict[tuple[str, str]
         found[("dx", how)] = lambda x, w, g, how=how: C._input_grad(x, w, g, st, pd, how)
     if every and k > 1 and s == 1:
         found[("dx", "tconv")] = lambda x, w, g: transposed_conv_input_grad(w, g, p)
-    for how in ("mlx", "matmul"):
+    for how in ("mlx", "matmul") + (("rows",) if s == 1 else ()):
         found[("dw", how)] = lambda x, w, g, how=how: C._weight_grad(x, w, g, st, pd, how)
     return found
 
@@ -203,7 +204,7 @@ def profile_shape(
 COLUMNS = {
     "fwd": ("mlx", "im2col", "rows", "shift"),
     "dx": ("mlx", "col2im", "subpixel", "rows", "tconv"),
-    "dw": ("mlx", "matmul"),
+    "dw": ("mlx", "matmul", "rows"),
     "fwd+bwd": ("mlx", "im2col-ad", "im2col", "auto"),
     "fwd+bwd compiled": ("mlx", "im2col-ad", "im2col", "auto"),
 }

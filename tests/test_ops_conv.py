@@ -99,8 +99,9 @@ def test_shifted_rows_passes_match_mlx_and_numpy(kernel, stride, padding, height
     w = mx.random.normal((4, kernel, kernel, 5))
     cotangent = mx.random.normal(mx.conv2d(x, w, stride, padding).shape)
     expected = value_and_grads(lambda a, b: mx.conv2d(a, b, stride, padding), x, w, cotangent)
+    every_pass = ConvPlan("rows", "rows", "rows")
     actual = value_and_grads(
-        lambda a, b: conv2d(a, b, stride, padding, method=ROWS_PLAN), x, w, cotangent
+        lambda a, b: conv2d(a, b, stride, padding, method=every_pass), x, w, cotangent
     )
     for name, a, e in zip(("output", "input grad", "weight grad"), actual, expected, strict=True):
         assert a.shape == e.shape, name
@@ -113,6 +114,8 @@ def test_shifted_rows_refuse_what_they_cannot_compute():
     x, w = mx.ones((1, 6, 6, 2)), mx.ones((3, 3, 3, 2))
     with pytest.raises(ValueError, match="stride 1"):
         conv2d(x, w, 2, 1, method=ROWS_PLAN)
+    with pytest.raises(ValueError, match="stride 1"):
+        conv2d(x, w, 2, 1, method=ConvPlan("mlx", "mlx", "rows"))
     with pytest.raises(ValueError, match="padding < kernel"):
         conv2d(x, w, 1, 3, method=ConvPlan("mlx", "rows", "mlx"))
     y = conv2d(x, w, 1, 3, method=ConvPlan("rows", "mlx", "mlx"))  # the forward may pad more

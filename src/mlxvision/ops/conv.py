@@ -47,8 +47,8 @@ class ConvPlan(NamedTuple):
     ``"rows"`` (stride 1: one matrix product per tap on shifted rows, no patches);
     ``input_grad``: ``"mlx"`` (MLX's gradient of its convolution), ``"col2im"`` (``dY·W``,
     put back onto the pixels), ``"subpixel"`` (one stride-1 :func:`mlx.core.conv2d` of ``dY``
-    per stride phase) or ``"rows"`` (stride 1, padding < kernel); ``weight_grad``: ``"mlx"``
-    or ``"matmul"`` (``dYᵀ·P``).
+    per stride phase) or ``"rows"`` (stride 1, padding < kernel); ``weight_grad``: ``"mlx"``,
+    ``"matmul"`` (``dYᵀ·P``) or ``"rows"`` (stride 1: per tap, ``dYᵀ`` times shifted rows).
 
     Example:
         >>> plan = ConvPlan(forward="mlx", input_grad="subpixel", weight_grad="matmul")
@@ -77,7 +77,7 @@ ROWS_MAX_CHANNELS = 32  # "rows" passes beyond this many channels measured slowe
 _PASSES = {
     "forward": ("mlx", "im2col", "rows"),
     "input_grad": ("mlx", "col2im", "subpixel", "rows"),
-    "weight_grad": ("mlx", "matmul"),
+    "weight_grad": ("mlx", "matmul", "rows"),
 }
 
 
@@ -296,7 +296,7 @@ def _check_plan(plan: ConvPlan, stride: Pair, padding: Pair, kernel: Pair) -> No
     for field, allowed in _PASSES.items():
         if getattr(plan, field) not in allowed:
             raise ValueError(f"conv2d: plan.{field} must be one of {allowed}, got {plan!r}")
-    if "rows" in (plan.forward, plan.input_grad) and stride != (1, 1):
+    if "rows" in plan and stride != (1, 1):
         raise ValueError(f"conv2d: the 'rows' passes need stride 1, got stride {stride}")
     if plan.input_grad == "rows" and (padding[0] >= kernel[0] or padding[1] >= kernel[1]):
         raise ValueError(
@@ -368,6 +368,22 @@ def _shifted_rows_conv(x: mx.array, weight: mx.array, padding: Pair) -> mx.array
     )
 
 
+def _shifted_rows_weight_grad(x: mx.array, dy: mx.array, kernel: Pair, padding: Pair) -> mx.array:
+    """The weight gradient of :func:`_shifted_rows_conv`: tap ``(i, j)`` is ``dYᵀ · rows`` with
+    ``dY`` placed on the padded grid (zeros where no output is) and the rows shifted as in the
+    forward."""
+    n, h, w, c = x.shape
+    out_channels = dy.shape[-1]
+    (kh, kw), (hp, wp) = kernel, (h + 2 * padding[0], w + 2 * padding[1])
+    rows = _pad(x, padding).reshape(n * hp * wp, c)
+    count = n * hp * wp - (kh - 1) * wp - (kw - 1)
+    ho, wo = dy.shape[1:3]
+    grid = mx.pad(dy, [(0, 0), (0, hp - ho), (0, wp - wo), (0, 0)])
+    grid_t = grid.reshape(n * hp * wp, out_channels)[:count].T
+    taps = [grid_t @ rows[i * wp + j : i * wp + j + count] for i in range(kh) for j in range(kw)]
+    return mx.stack(taps, axis=1).reshape(out_channels, kh, kw, c)
+
+
 def _subpixel_input_grad(weight: mx.array, dy: mx.array, stride: Pair, size: Pair) -> mx.array:
     """The input gradient (of the padded input, ``size``) one stride phase at a time.
 
@@ -399,6 +415,8 @@ def _subpixel_input_grad(weight: mx.array, dy: mx.array, stride: Pair, size: Pai
 def _weight_grad(x, weight, dy, stride, padding, how):
     if how == "mlx":
         return mx.vjp(lambda v: mx.conv2d(x, v, stride, padding), [weight], [dy])[1][0]
+    if how == "rows":
+        return _shifted_rows_weight_grad(x, dy, weight.shape[1:3], padding)
     cols = _patches(_pad(x, padding), weight.shape[1:3], stride)
     out_channels = dy.shape[-1]
     dw = dy.reshape(-1, out_channels).T @ cols.reshape(-1, cols.shape[-1])

@@ -23,7 +23,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from .streams import available_cores, share_cores_with_blas
+from .streams import available_cores, running_statistics, share_cores_with_blas
 
 
 def init(backend: str = "any") -> mx.distributed.Group:
@@ -133,13 +133,9 @@ def sync_batch_norm_statistics(model: nn.Module, group: mx.distributed.Group) ->
     """
     if group.size() == 1:
         return
-    stats = [
-        (k, v)
-        for k, v in tree_flatten(model.parameters())
-        if k.rsplit(".", 1)[-1] in ("running_mean", "running_var")
-    ]
+    stats = running_statistics(model)
     if stats:
-        averaged = all_mean(dict(stats), group)
+        averaged = all_mean(stats, group)
         model.update(tree_unflatten(list(averaged.items())))
         mx.eval(model.parameters())
 

@@ -248,7 +248,8 @@ def value_and_grad_in_parts(
             losses.append(loss)
             corrects.append(correct)
             grads.append(part_grads)
-            statistics.append(running_statistics(model))
+            if start:
+                statistics.append(running_statistics(model))
     except (ValueError, TypeError):
         part_step(images, targets, 1.0)  # the same error, naming the whole batch's shapes
         raise

@@ -340,6 +340,20 @@ def _input_grad(x, weight, dy, stride, padding, how):
     return dx[:, ph : ph + h, pw : pw + w, :]
 
 
+def _shifted_rows(x: mx.array, kernel: Pair, padding: Pair):
+    """The padded input as rows (one per pixel), the padded width, and ``tap(i, j)``: the block
+    of rows that tap reads for every output pixel of the padded grid (a view)."""
+    n, h, w, c = x.shape
+    hp, wp = h + 2 * padding[0], w + 2 * padding[1]
+    rows = _pad(x, padding).reshape(n * hp * wp, c)
+    count = n * hp * wp - (kernel[0] - 1) * wp - (kernel[1] - 1)
+
+    def tap(i: int, j: int) -> mx.array:
+        return rows[i * wp + j : i * wp + j + count]
+
+    return (hp, wp, count), tap
+
+
 def _shifted_rows_conv(x: mx.array, weight: mx.array, padding: Pair) -> mx.array:
     """A stride-1 convolution as one matrix product per tap, on shifted rows of the input.
 
@@ -349,21 +363,16 @@ def _shifted_rows_conv(x: mx.array, weight: mx.array, padding: Pair) -> mx.array
     the taps. The valid outputs are a strided view of the padded-grid result (the last ones
     end exactly at its last row).
     """
-    n, h, w, c = x.shape
     out_channels, kh, kw, _ = weight.shape
-    hp, wp = h + 2 * padding[0], w + 2 * padding[1]
-    rows = _pad(x, padding).reshape(n * hp * wp, c)
-    count = n * hp * wp - (kh - 1) * wp - (kw - 1)
+    (hp, wp, _), tap = _shifted_rows(x, (kh, kw), padding)
     total = None
     for i in range(kh):
         for j in range(kw):
-            block = rows[i * wp + j : i * wp + j + count]
-            tap = weight[:, i, j, :].T
-            total = block @ tap if total is None else mx.addmm(total, block, tap)
-    ho, wo = hp - kh + 1, wp - kw + 1
+            w_ij = weight[:, i, j, :].T
+            total = tap(i, j) @ w_ij if total is None else mx.addmm(total, tap(i, j), w_ij)
     return mx.as_strided(
         total,
-        (n, ho, wo, out_channels),
+        (x.shape[0], hp - kh + 1, wp - kw + 1, out_channels),
         (hp * wp * out_channels, wp * out_channels, out_channels, 1),
     )
 
@@ -372,16 +381,13 @@ def _shifted_rows_weight_grad(x: mx.array, dy: mx.array, kernel: Pair, padding: 
     """The weight gradient of :func:`_shifted_rows_conv`: tap ``(i, j)`` is ``dYᵀ · rows`` with
     ``dY`` placed on the padded grid (zeros where no output is) and the rows shifted as in the
     forward."""
-    n, h, w, c = x.shape
-    out_channels = dy.shape[-1]
-    (kh, kw), (hp, wp) = kernel, (h + 2 * padding[0], w + 2 * padding[1])
-    rows = _pad(x, padding).reshape(n * hp * wp, c)
-    count = n * hp * wp - (kh - 1) * wp - (kw - 1)
+    (kh, kw), out_channels = kernel, dy.shape[-1]
+    (hp, wp, count), tap = _shifted_rows(x, kernel, padding)
     ho, wo = dy.shape[1:3]
     grid = mx.pad(dy, [(0, 0), (0, hp - ho), (0, wp - wo), (0, 0)])
-    grid_t = grid.reshape(n * hp * wp, out_channels)[:count].T
-    taps = [grid_t @ rows[i * wp + j : i * wp + j + count] for i in range(kh) for j in range(kw)]
-    return mx.stack(taps, axis=1).reshape(out_channels, kh, kw, c)
+    grid_t = grid.reshape(-1, out_channels)[:count].T
+    taps = [grid_t @ tap(i, j) for i in range(kh) for j in range(kw)]
+    return mx.stack(taps, axis=1).reshape(out_channels, kh, kw, x.shape[-1])
 
 
 def _subpixel_input_grad(weight: mx.array, dy: mx.array, stride: Pair, size: Pair) -> mx.array:

@@ -24,7 +24,7 @@ import platform
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 DEFAULT_MMAP_THRESHOLD = 1 << 30  # blocks up to 1 GiB come from the (reused) heap
-MAX_TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
+MALLOPT_MAX = 2**31 - 1  # mallopt takes an int
 NEVER_TRIM = -1  # glibc: a trim threshold of -1 turns trimming off
 
 
@@ -38,9 +38,9 @@ def keep_freed_memory(mmap_threshold: int = DEFAULT_MMAP_THRESHOLD) -> bool:
         >>> keep_freed_memory() in (True, False)
         True
     """
-    if not 0 < mmap_threshold <= MAX_TRIM_THRESHOLD:
+    if not 0 < mmap_threshold <= MALLOPT_MAX:
         raise ValueError(
-            f"keep_freed_memory: mmap_threshold must be in (0, {MAX_TRIM_THRESHOLD}] bytes, "
+            f"keep_freed_memory: mmap_threshold must be in (0, {MALLOPT_MAX}] bytes, "
             f"got {mmap_threshold}"
         )
     if platform.system() != "Linux":
@@ -52,4 +52,4 @@ def keep_freed_memory(mmap_threshold: int = DEFAULT_MMAP_THRESHOLD) -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     applied = mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1
-    return applied and mallopt(M_TRIM_THRESHOLD, -1) == 1
+    return applied and mallopt(M_TRIM_THRESHOLD, NEVER_TRIM) == 1

@@ -9,6 +9,7 @@ import pytest
 
 import mlxvision
 from mlxvision.ops import (
+    CUDA_PLAN,
     LOWERED_PLAN,
     ROWS_PLAN,
     STRIDED_PLAN,
@@ -57,6 +58,7 @@ PLANS = [
     STRIDED_PLAN,
     ConvPlan("mlx", "col2im", "matmul"),
     ConvPlan("im2col", "mlx", "mlx"),
+    ConvPlan("mlx", "mlx", "conv"),
     "auto",
 ]
 CASES = [
@@ -163,6 +165,11 @@ def test_grouped_and_dilated_fall_back_to_mlx_exactly():
 
 def test_choose_plan_uses_mlx_off_the_cpu_and_when_disabled(monkeypatch):
     assert choose_plan(64, 64, (3, 3), (2, 2), mx.Device(mx.gpu)).forward == "mlx"
+    monkeypatch.setattr(mx.cuda, "is_available", lambda: True)
+    assert choose_plan(64, 64, (3, 3), (2, 2), mx.Device(mx.gpu)) == CUDA_PLAN
+    assert choose_plan(16, 16, (3, 3), (1, 1), mx.gpu, padding=(1, 1)) == CUDA_PLAN
+    monkeypatch.setattr(mx.cuda, "is_available", lambda: False)
+    assert choose_plan(64, 64, (3, 3), (2, 2), mx.Device(mx.gpu)) == ConvPlan("mlx", "mlx", "mlx")
     assert choose_plan(64, 64, (3, 3), (2, 2), mx.cpu) != ConvPlan("mlx", "mlx", "mlx")
     monkeypatch.setenv("MLXVISION_FAST_CONV", "0")
     assert not fast_conv_enabled()

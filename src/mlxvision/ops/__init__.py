@@ -9,6 +9,7 @@ Example:
 """
 
 from .conv import (
+    CUDA_PLAN,
     LOWERED_PLAN,
     MLX_PLAN,
     ROWS_PLAN,
@@ -26,6 +27,7 @@ __all__ = [
     "LOWERED_PLAN",
     "MLX_PLAN",
     "ROWS_PLAN",
+    "CUDA_PLAN",
     "STRIDED_PLAN",
     "Conv2d",
     "ConvPlan",

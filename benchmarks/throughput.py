@@ -8,7 +8,7 @@ Variants (``--variants``, comma-separated):
 
 - ``mlx``: the zoo's model as built (``mlx.nn.Conv2d``), train step not compiled;
 - ``mlx-compiled``: the same with the train and eval steps under ``mx.compile``;
-- ``fast`` / ``fast-compiled``: after ``mlxvision.ops.use_fast_conv(model)``;
+- ``fast`` / ``fast-compiled``: after ``mlxvision.ops.use_fast_layers(model)``;
 - ``torch``: PyTorch, eager, ``channels_last``, ``torch.set_num_threads(--threads)`` on the CPU.
 
 A train step is forward, cross-entropy, backward and an SGD (momentum 0.9) update on one batch
@@ -38,7 +38,7 @@ import numpy as np
 
 import mlxvision
 from mlxvision.engine.steps import make_eval_step, make_train_step
-from mlxvision.ops import keep_freed_memory, use_fast_conv
+from mlxvision.ops import keep_freed_memory, use_fast_layers
 
 mx = mlxvision.import_mlx()  # after mlxvision: it loads the fast BLAS before mlx.core
 import mlx.optimizers as optim  # noqa: E402
@@ -152,7 +152,7 @@ def mlx_runner(
 ) -> Runner:
     model = mlx_model(name)
     if variant.startswith("fast"):
-        use_fast_conv(model)
+        use_fast_layers(model)
     compiled = variant.endswith("compiled")
     optimizer = optim.SGD(0.01, momentum=0.9)
     train_step = make_train_step(model, optimizer, compile=compiled, precision=precision)

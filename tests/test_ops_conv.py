@@ -21,7 +21,7 @@ from mlxvision.ops import (
     fast_conv_disabled,
     fast_conv_enabled,
     keep_freed_memory,
-    use_fast_conv,
+    use_fast_layers,
 )
 
 RTOL = 1e-4  # float32, relative to the largest magnitude of the reference
@@ -216,19 +216,19 @@ def test_layer_opt_out_gives_exactly_mlx(monkeypatch, stride):
         assert_close(a, e)
 
 
-def test_use_fast_conv_swaps_in_place_and_back():
-    model = use_fast_conv(mlxvision.create_model("resnet20", num_classes=10), enabled=False)
+def test_use_fast_layers_swaps_in_place_and_back():
+    model = use_fast_layers(mlxvision.create_model("resnet20", num_classes=10), enabled=False)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(type(c) is nn.Conv2d for c in convs)
     weights = [c.weight for c in convs]
     x = mx.random.normal((2, 32, 32, 3))
     model.eval()
     expected = model(x)
-    assert use_fast_conv(model) is model
+    assert use_fast_layers(model) is model
     assert all(type(c) is Conv2d for c in convs)
     assert all(c.weight is w for c, w in zip(convs, weights, strict=True))
     assert_close(model(x), expected)
-    use_fast_conv(model, enabled=False)
+    use_fast_layers(model, enabled=False)
     assert all(type(c) is nn.Conv2d for c in convs)
     assert mx.array_equal(model(x), expected)
 
@@ -251,7 +251,7 @@ def test_fast_max_pool_equals_mlx_pooling_and_its_gradient(size):
 def test_fast_max_pool_steps_aside_for_exporters():
     from mlxvision.export.trace import trace
 
-    model = use_fast_conv(nn.Sequential(nn.MaxPool2d(2, 2)))
+    model = use_fast_layers(nn.Sequential(nn.MaxPool2d(2, 2)))
     assert type(model.layers[0]) is MaxPool2d
     graph = trace(model.eval(), mx.zeros((1, 4, 4, 2)))
     assert graph.op_counts().get("pool") == 1  # MLX's pooling, which exports to every format
@@ -270,7 +270,7 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="stride"):
         conv2d(x, w, stride=(1, 2, 3))
     with pytest.raises(TypeError, match="model"):
-        use_fast_conv("resnet20")
+        use_fast_layers("resnet20")
 
 
 def test_keep_freed_memory_checks_and_skips_other_systems(monkeypatch):

@@ -16,6 +16,8 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
+from ..ops import fast_conv_disabled
+
 
 def count_multiply_adds(model: nn.Module, input_shape: Sequence[int]) -> int:
     """Multiply-adds of one eval-mode forward pass of ``model`` on an input of ``input_shape``.
@@ -31,7 +33,8 @@ def count_multiply_adds(model: nn.Module, input_shape: Sequence[int]) -> int:
     was_training = model.training
     model.eval()
     try:
-        mx.export_function(events.append, lambda x: model(x), mx.zeros(tuple(input_shape)))
+        with fast_conv_disabled():  # the trace must hold MLX's own primitives
+            mx.export_function(events.append, lambda x: model(x), mx.zeros(tuple(input_shape)))
     finally:
         model.train(was_training)
     return sum(_primitive_macs(e) for e in events if e.get("type") == "primitive")

@@ -12,7 +12,7 @@ from typing import Any
 
 import mlx.nn as nn
 
-from ..ops import use_fast_conv
+from ..ops import use_fast_layers
 from .base import ModelSpec
 
 
@@ -149,7 +149,7 @@ def create_model(
         ('simple_cnn', 10)
     """
     card = model_card(name)
-    model = use_fast_conv(card.builder(**kwargs))
+    model = use_fast_layers(card.builder(**kwargs))
     model.spec = ModelSpec(name, dict(kwargs))
     if pretrained is not None:
         from ..checkpoint import load

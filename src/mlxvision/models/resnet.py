@@ -47,6 +47,7 @@ class CifarBasicBlock(nn.Module):
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
         super().__init__()
+        self.relu = nn.ReLU()
         self.conv1 = _conv3x3(in_channels, channels, stride)
         self.bn1 = nn.BatchNorm(channels)
         self.conv2 = _conv3x3(channels, channels)
@@ -55,10 +56,10 @@ class CifarBasicBlock(nn.Module):
         self.shortcut = PadShortcut(channels - in_channels) if needs_shortcut else None
 
     def __call__(self, x: mx.array) -> mx.array:
-        out = nn.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         identity = x if self.shortcut is None else self.shortcut(x)
-        return nn.relu(out + identity)
+        return self.relu(out + identity)
 
 
 class CifarResNet(ImageClassifier):
@@ -74,6 +75,7 @@ class CifarResNet(ImageClassifier):
 
     def __init__(self, depth: int = 20, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__(num_classes, in_channels)
+        self.relu = nn.ReLU()
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"CifarResNet: depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}")
         blocks = (depth - 2) // 6
@@ -93,7 +95,7 @@ class CifarResNet(ImageClassifier):
 
     def __call__(self, x: mx.array) -> mx.array:
         self.check_input(x)
-        x = nn.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.linear(global_avg_pool(x))
 
@@ -124,6 +126,7 @@ class BasicBlock(nn.Module):
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
         super().__init__()
+        self.relu = nn.ReLU()
         self.conv1 = _conv3x3(in_channels, channels, stride)
         self.bn1 = nn.BatchNorm(channels)
         self.conv2 = _conv3x3(channels, channels)
@@ -134,10 +137,10 @@ class BasicBlock(nn.Module):
         return self.bn2
 
     def __call__(self, x: mx.array) -> mx.array:
-        out = nn.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         identity = x if self.downsample is None else self.downsample(x)
-        return nn.relu(out + identity)
+        return self.relu(out + identity)
 
 
 class Bottleneck(nn.Module):
@@ -147,6 +150,7 @@ class Bottleneck(nn.Module):
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
         super().__init__()
+        self.relu = nn.ReLU()
         self.conv1 = _conv1x1(in_channels, channels)
         self.bn1 = nn.BatchNorm(channels)
         self.conv2 = _conv3x3(channels, channels, stride)
@@ -159,11 +163,11 @@ class Bottleneck(nn.Module):
         return self.bn3
 
     def __call__(self, x: mx.array) -> mx.array:
-        out = nn.relu(self.bn1(self.conv1(x)))
-        out = nn.relu(self.bn2(self.conv2(out)))
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
-        return nn.relu(out + identity)
+        return self.relu(out + identity)
 
 
 def _downsample(in_channels: int, out_channels: int, stride: int) -> nn.Sequential | None:
@@ -196,6 +200,7 @@ class ResNet(ImageClassifier):
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__(num_classes, in_channels)
+        self.relu = nn.ReLU()
         self.cifar_stem = cifar_stem
         if cifar_stem:
             self.conv1 = _conv3x3(in_channels, 64)
@@ -219,7 +224,7 @@ class ResNet(ImageClassifier):
 
     def __call__(self, x: mx.array) -> mx.array:
         self.check_input(x)
-        x = nn.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn1(self.conv1(x)))
         if not self.cifar_stem:
             x = self.maxpool(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
@@ -260,6 +265,7 @@ class PreActBlock(nn.Module):
         self, in_channels: int, channels: int, stride: int = 1, drop_rate: float = 0.0
     ) -> None:
         super().__init__()
+        self.relu = nn.ReLU()
         self.bn1 = nn.BatchNorm(in_channels)
         self.conv1 = _conv3x3(in_channels, channels, stride)
         self.bn2 = nn.BatchNorm(channels)
@@ -269,9 +275,9 @@ class PreActBlock(nn.Module):
         self.shortcut = _conv1x1(in_channels, channels, stride) if needs_shortcut else None
 
     def __call__(self, x: mx.array) -> mx.array:
-        out = nn.relu(self.bn1(x))
+        out = self.relu(self.bn1(x))
         identity = x if self.shortcut is None else self.shortcut(out)
-        out = nn.relu(self.bn2(self.conv1(out)))
+        out = self.relu(self.bn2(self.conv1(out)))
         if self.dropout is not None:
             out = self.dropout(out)
         return self.conv2(out) + identity
@@ -299,6 +305,7 @@ class PreActResNet(ImageClassifier):
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__(num_classes, in_channels)
+        self.relu = nn.ReLU()
         if len(blocks) != len(widths):
             raise ValueError(f"PreActResNet: {len(blocks)} stage depths for {len(widths)} widths")
         self.conv1 = _conv3x3(in_channels, stem_channels)
@@ -319,7 +326,7 @@ class PreActResNet(ImageClassifier):
         x = self.conv1(x)
         for index in range(self.num_stages):
             x = getattr(self, f"layer{index + 1}")(x)
-        return self.linear(global_avg_pool(nn.relu(self.bn(x))))
+        return self.linear(global_avg_pool(self.relu(self.bn(x))))
 
 
 @register_model(

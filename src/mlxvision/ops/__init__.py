@@ -1,9 +1,11 @@
-"""Faster building blocks for MLX's CPU backend: convolutions lowered to matrix products.
+"""Faster building blocks for MLX: on the CPU, convolutions lowered to matrix products; on
+CUDA, cuDNN's weight-gradient kernel; everywhere, a BatchNorm and a ReLU whose backward pass
+keeps less memory.
 
 Example:
     >>> import mlx.nn as nn
-    >>> from mlxvision.ops import use_fast_conv
-    >>> model = use_fast_conv(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1)))
+    >>> from mlxvision.ops import use_fast_layers
+    >>> model = use_fast_layers(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1)))
     >>> type(model.layers[0]).__module__
     'mlxvision.ops.layers'
 """
@@ -20,8 +22,9 @@ from .conv import (
     fast_conv_disabled,
     fast_conv_enabled,
 )
-from .layers import Conv2d, MaxPool2d, use_fast_conv
+from .layers import Conv2d, MaxPool2d, use_fast_layers
 from .malloc import keep_freed_memory
+from .norm import BatchNorm, ReLU, batch_norm, relu
 
 __all__ = [
     "LOWERED_PLAN",
@@ -29,13 +32,17 @@ __all__ = [
     "ROWS_PLAN",
     "CUDA_PLAN",
     "STRIDED_PLAN",
+    "BatchNorm",
     "Conv2d",
     "ConvPlan",
     "MaxPool2d",
+    "ReLU",
+    "batch_norm",
     "choose_plan",
     "conv2d",
     "fast_conv_disabled",
     "fast_conv_enabled",
     "keep_freed_memory",
-    "use_fast_conv",
+    "relu",
+    "use_fast_layers",
 ]

@@ -114,10 +114,12 @@ def fast_conv_enabled() -> bool:
 
 @contextlib.contextmanager
 def fast_conv_disabled() -> Iterator[None]:
-    """Within this block every ``method="auto"`` convolution is :func:`mlx.core.conv2d`.
+    """Within this block every ``method="auto"`` convolution is :func:`mlx.core.conv2d`, and
+    the layers of :func:`~mlxvision.ops.use_fast_layers` compute what MLX's own compute.
 
-    For code that must see MLX's own Convolution primitive, such as exporters that trace a
-    model. Functions compiled inside the block keep the choice made while tracing.
+    For code that must see MLX's own primitives (no custom functions), such as exporters and
+    :func:`mlx.core.export_function` traces of a model. Functions compiled inside the block
+    keep the choice made while tracing.
 
     Example:
         >>> x, w = mx.ones((1, 4, 4, 2)), mx.ones((3, 3, 3, 2))

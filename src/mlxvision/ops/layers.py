@@ -1,5 +1,6 @@
 """Drop-in :class:`mlx.nn.Conv2d` and :class:`mlx.nn.MaxPool2d` that run the fastest
-formulation for their shape and device."""
+formulation for their shape and device, and :func:`use_fast_layers`, which puts them (and
+:mod:`.norm`'s BatchNorm and ReLU) into a model."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .conv import ConvPlan, conv2d, fast_conv_enabled
+from .norm import BatchNorm, ReLU
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -71,25 +73,26 @@ class MaxPool2d(nn.MaxPool2d):
         return x.reshape(n, rows, kh, cols, kw, channels).max(axis=(2, 4))
 
 
-def use_fast_conv(model: M, enabled: bool = True) -> M:
-    """Make every :class:`mlx.nn.Conv2d` in ``model`` a :class:`Conv2d` (and every
-    :class:`mlx.nn.MaxPool2d` a :class:`MaxPool2d`), in place.
+def use_fast_layers(model: M, enabled: bool = True) -> M:
+    """Make every :class:`mlx.nn.Conv2d`, :class:`mlx.nn.MaxPool2d`, :class:`mlx.nn.BatchNorm`
+    and :class:`mlx.nn.ReLU` in ``model`` this package's :class:`Conv2d`, :class:`MaxPool2d`,
+    :class:`~mlxvision.ops.norm.BatchNorm` and :class:`~mlxvision.ops.norm.ReLU`, in place.
 
     The layers keep their identity, parameters (the same arrays) and names; only their class
     changes, so optimizers, checkpoints and weight conversion see no difference.
-    ``enabled=False`` turns them back into plain :class:`mlx.nn.Conv2d`. Returns ``model``.
+    ``enabled=False`` turns them back into MLX's classes. Returns ``model``.
 
     Example:
-        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 1))
-        >>> model = use_fast_conv(model)
-        >>> [isinstance(layer, Conv2d) for layer in model.layers]
-        [True, False, True]
-        >>> isinstance(use_fast_conv(model, enabled=False).layers[0], Conv2d)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm(4), nn.ReLU(), nn.Linear(4, 2))
+        >>> model = use_fast_layers(model)
+        >>> [type(layer).__module__.rsplit(".", 1)[-1] for layer in model.layers]
+        ['layers', 'norm', 'norm', 'linear']
+        >>> isinstance(use_fast_layers(model, enabled=False).layers[0], Conv2d)
         False
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"use_fast_conv: model must be an mlx.nn.Module, got {type(model)!r}")
-    swaps = {nn.Conv2d: Conv2d, nn.MaxPool2d: MaxPool2d}
+        raise TypeError(f"use_fast_layers: model must be an mlx.nn.Module, got {type(model)!r}")
+    swaps = {nn.Conv2d: Conv2d, nn.MaxPool2d: MaxPool2d, nn.BatchNorm: BatchNorm, nn.ReLU: ReLU}
     if not enabled:
         swaps = {fast: plain for plain, fast in swaps.items()}
     for module in model.modules():

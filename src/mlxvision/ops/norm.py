@@ -49,7 +49,7 @@ class ReLU(nn.ReLU):
     """:class:`mlx.nn.ReLU` computed by :func:`relu` in training mode. In eval mode it is
     ``mx.maximum(x, 0)``, which :func:`mlx.core.compile` fuses with the layers around it
     (a custom function is a boundary to fusion: it cost ResNet-18's compiled inference a
-    fifth of its speed on an H200).
+    quarter of its speed on an H200).
 
     Example:
         >>> ReLU()(mx.array([-2.0, 3.0])).tolist()

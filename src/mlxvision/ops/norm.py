@@ -29,7 +29,10 @@ def _relu(x: mx.array) -> mx.array:
 
 @_relu.vjp
 def _relu_vjp(primals, cotangent, output):
-    return mx.where(output > 0, cotangent, 0)
+    # a product with the mask: MLX's CPU backend runs `where` with a scalar through a slow
+    # broadcasting path (forward and backward of a 128×32×32×16 float32 input: 13.5 ms with
+    # `where`, 7.0 ms with the product, 6.4 ms for MLX's own ReLU)
+    return cotangent * (output > 0)
 
 
 def relu(x: mx.array) -> mx.array:

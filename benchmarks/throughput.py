@@ -1,14 +1,21 @@
 """Training and inference images/s of mlxvision against PyTorch, in one process, interleaved.
 
-Models: ``simple_cnn`` (the CIFAR-10 tutorial CNN), ``resnet20`` (CIFAR ResNet) and
-``resnet18`` with the CIFAR stem, all on 32×32×3 inputs with 10 classes. The PyTorch versions
-are written below with the same layers (eager mode, ``channels_last``); PyTorch is optional.
+Models: any of the zoo (``--models``, comma-separated, or ``all``) at ``--image-size`` (32 by
+default; ``native`` takes each model's own input size from its card, 224 for the ImageNet
+models). At 64 pixels or less the ImageNet ResNets use their CIFAR stem. The PyTorch peers:
+the tutorial CNN, the CIFAR ResNets (``resnet20`` … ``resnet110``) and ResNet-18 with the
+CIFAR stem are written below with the same layers; the ImageNet models whose architecture
+mirrors torchvision's (ResNets, MobileNets, EfficientNet-B0, ConvNeXt-Tiny, VGG-BN) use
+torchvision's, when it is installed. Models without a peer get mlxvision rows only. PyTorch
+runs eager with ``channels_last``; it is optional.
 
 Variants (``--variants``, comma-separated):
 
-- ``mlx``: the zoo's model as built (``mlx.nn.Conv2d``), train step not compiled;
+- ``mlx``: the zoo's model with MLX's own layers (``use_fast_layers(model, enabled=False)``),
+  train step not compiled;
 - ``mlx-compiled``: the same with the train and eval steps under ``mx.compile``;
-- ``fast`` / ``fast-compiled``: after ``mlxvision.ops.use_fast_layers(model)``;
+- ``fast`` / ``fast-compiled``: the model as ``mlxvision.create_model`` builds it (with
+  ``mlxvision.ops.use_fast_layers``);
 - ``torch``: PyTorch, eager, ``channels_last``, ``torch.set_num_threads(--threads)`` on the CPU.
 
 A train step is forward, cross-entropy, backward and an SGD (momentum 0.9) update on one batch
@@ -19,8 +26,9 @@ repeats and the spread (min–max). Peak memory: MLX's ``mx.get_peak_memory()``;
 set during its steps (Linux ``VmHWM`` after resetting it), a lower bound since freed memory of
 the other variants is reused. Usage::
 
-    python benchmarks/throughput.py [--device cpu|gpu] [--models simple_cnn,resnet20,resnet18]
-        [--batch-size 128] [--steps 3] [--repeats 3] [--variants mlx,fast,torch]
+    python benchmarks/throughput.py [--device cpu|gpu] [--models simple_cnn,resnet20,resnet18|all]
+        [--image-size 32|native|N] [--batch-size 128] [--steps 3] [--repeats 3]
+        [--variants mlx,fast,torch]
 """
 
 from __future__ import annotations
@@ -38,12 +46,20 @@ import numpy as np
 
 import mlxvision
 from mlxvision.engine.steps import make_eval_step, make_train_step
+from mlxvision.models.registry import model_card
 from mlxvision.ops import keep_freed_memory, use_fast_layers
 
 mx = mlxvision.import_mlx()  # after mlxvision: it loads the fast BLAS before mlx.core
 import mlx.optimizers as optim  # noqa: E402
 
-MODELS = ("simple_cnn", "resnet20", "resnet18")
+MODELS = ("simple_cnn", "resnet20", "resnet18")  # the default set
+CIFAR_RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
+TORCHVISION_PEERS = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenet_v2",
+    "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny",
+    "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
+)  # fmt: skip
+CIFAR_STEM_MAX_SIZE = 64  # ImageNet ResNets take their CIFAR stem at this size or less
 VARIANTS = ("mlx", "mlx-compiled", "fast", "fast-compiled", "torch")
 NUM_CLASSES = 10
 
@@ -51,16 +67,19 @@ NUM_CLASSES = 10
 # --- PyTorch versions of the models ----------------------------------------------------------
 
 
-def torch_model(name: str):
+def torch_model(name: str, image_size: int):
+    """The PyTorch peer of a zoo model at an image size, or None if the benchmark has none."""
     import torch.nn as tnn
     import torch.nn.functional as F
+
+    cifar_stem = image_size <= CIFAR_STEM_MAX_SIZE
 
     class SimpleCNN(tnn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.conv1 = tnn.Conv2d(3, 64, 3, padding=1)
             self.conv2 = tnn.Conv2d(64, 128, 3, padding=1)
-            self.fc1 = tnn.Linear(128 * 8 * 8, 1024)
+            self.fc1 = tnn.Linear(128 * (image_size // 4) ** 2, 1024)
             self.fc2 = tnn.Linear(1024, NUM_CLASSES)
 
         def forward(self, x):
@@ -121,17 +140,33 @@ def torch_model(name: str):
 
     if name == "simple_cnn":
         return SimpleCNN()
-    if name == "resnet20":
-        return ResNet(CifarBlock, (16, 32, 64), (3, 3, 3), 16)
-    return ResNet(BasicBlock, (64, 128, 256, 512), (2, 2, 2, 2), 64)
+    if name in CIFAR_RESNETS:
+        blocks = (int(name.removeprefix("resnet")) - 2) // 6
+        return ResNet(CifarBlock, (16, 32, 64), (blocks,) * 3, 16)
+    if name == "resnet18" and cifar_stem:
+        return ResNet(BasicBlock, (64, 128, 256, 512), (2, 2, 2, 2), 64)
+    if name in TORCHVISION_PEERS and not cifar_stem:
+        try:
+            import torchvision
+        except ImportError:
+            return None
+        return getattr(torchvision.models, name)(num_classes=NUM_CLASSES)
+    return None
 
 
-def mlx_model(name: str):
-    available = mlxvision.list_models()
-    if name not in available:
-        raise SystemExit(f"mlxvision has no model {name!r}; it has {', '.join(available)}")
-    kwargs = {"cifar_stem": True} if name == "resnet18" else {}
+def mlx_model(name: str, image_size: int):
+    kwargs: dict = {}
+    if name == "simple_cnn":
+        kwargs["input_size"] = image_size
+    elif name.startswith("resnet") and name not in CIFAR_RESNETS:
+        kwargs["cifar_stem"] = image_size <= CIFAR_STEM_MAX_SIZE
     return mlxvision.create_model(name, num_classes=NUM_CLASSES, **kwargs)
+
+
+def image_size_of(name: str, requested: str) -> int:
+    if requested == "native":
+        return model_card(name).input_size[0]
+    return int(requested)
 
 
 # --- runners: each returns (train step, eval step, peak memory reader) -----------------------
@@ -150,9 +185,9 @@ class Runner:
 def mlx_runner(
     name: str, variant: str, images: np.ndarray, labels: np.ndarray, precision: str = "float32"
 ) -> Runner:
-    model = mlx_model(name)
-    if variant.startswith("fast"):
-        use_fast_layers(model)
+    model = mlx_model(name, images.shape[1])
+    if variant.startswith("mlx"):
+        use_fast_layers(model, enabled=False)
     compiled = variant.endswith("compiled")
     optimizer = optim.SGD(0.01, momentum=0.9)
     train_step = make_train_step(model, optimizer, compile=compiled, precision=precision)
@@ -187,7 +222,7 @@ def torch_runner(
     import torch
 
     device = torch.device("cuda" if gpu else "cpu")
-    model = torch_model(name).to(device).to(memory_format=torch.channels_last)
+    model = torch_model(name, images.shape[1]).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).to(device)
     x = x.contiguous(memory_format=torch.channels_last)
@@ -272,7 +307,10 @@ def time_steps(step: Callable[[], None], steps: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, or all")
+    parser.add_argument(
+        "--image-size", default="32", help="pixels per side, or native (each model's card)"
+    )
     parser.add_argument("--variants", default="mlx,fast,torch")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
@@ -292,10 +330,14 @@ def main(argv: list[str] | None = None) -> None:
         help="keep: glibc keeps freed memory (mlxvision.ops.keep_freed_memory); default: as is",
     )
     args = parser.parse_args(argv)
-    models, variants = args.models.split(","), args.variants.split(",")
+    available = mlxvision.list_models()
+    models = available if args.models == "all" else args.models.split(",")
+    variants = args.variants.split(",")
     for model in models:
-        if model not in MODELS:
-            parser.error(f"--models: unknown model {model!r}; choose from {', '.join(MODELS)}")
+        if model not in available:
+            parser.error(f"--models: unknown model {model!r}; choose from {', '.join(available)}")
+    if args.image_size != "native" and not (args.image_size.isdigit() and int(args.image_size)):
+        parser.error(f"--image-size: expected a positive number or native, got {args.image_size!r}")
     for variant in variants:
         if variant not in VARIANTS:
             parser.error(f"--variants: unknown {variant!r}; choose from {', '.join(VARIANTS)}")
@@ -323,14 +365,15 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(0)
     rows = []
     for name in models:
-        images = rng.standard_normal((args.batch_size, 32, 32, 3)).astype(np.float32)
+        size = image_size_of(name, args.image_size)
+        images = rng.standard_normal((args.batch_size, size, size, 3)).astype(np.float32)
         labels = rng.integers(0, NUM_CLASSES, args.batch_size).astype(np.int32)
-        runners = {
-            v: torch_runner(name, images, labels, gpu, args.precision)
-            if v == "torch"
-            else mlx_runner(name, v, images, labels, args.precision)
-            for v in variants
-        }
+        runners = {}
+        for v in variants:
+            if v != "torch":
+                runners[v] = mlx_runner(name, v, images, labels, args.precision)
+            elif torch_model(name, size) is not None:
+                runners[v] = torch_runner(name, images, labels, gpu, args.precision)
         for runner in runners.values():
             runner.reset_memory()
             for _ in range(args.warmup):
@@ -347,9 +390,9 @@ def main(argv: list[str] | None = None) -> None:
                 runner.samples["eval"].append(
                     args.batch_size * args.steps / time_steps(runner.evaluate, args.steps)
                 )
-        base = runners.get("torch") or runners[variants[0]]
+        base = runners.get("torch") or (None if "torch" in variants else runners[variants[0]])
         for variant, runner in runners.items():
-            rows.append((name, variant, runner, base))
+            rows.append((f"{name} ({size}×{size})", variant, runner, base))
         print(f"done: {name} (load average {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
 
     print(f"command: `python {' '.join(sys.argv)}`\n")
@@ -373,9 +416,11 @@ def main(argv: list[str] | None = None) -> None:
         for kind in ("train", "eval"):
             values = runner.samples[kind]
             median = statistics.median(values)
-            pairs = zip(values, base.samples[kind], strict=True)
-            ratio = statistics.median(v / b for v, b in pairs)  # per repeat: same moment
-            cells.append(f"{median:.1f} ({min(values):.1f}–{max(values):.1f}) | {ratio:.2f}×")
+            ratio = "– (no peer)"
+            if base is not None:
+                pairs = zip(values, base.samples[kind], strict=True)
+                ratio = f"{statistics.median(v / b for v, b in pairs):.2f}×"  # per repeat
+            cells.append(f"{median:.1f} ({min(values):.1f}–{max(values):.1f}) | {ratio}")
         memory = f"{runner.memory / 2**20:.0f}"
         if variant == "torch" and not gpu:
             memory += " (RSS growth)"

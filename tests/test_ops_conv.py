@@ -163,6 +163,38 @@ def test_grouped_and_dilated_fall_back_to_mlx_exactly():
     assert mx.array_equal(got, mx.conv2d(x, w, 1, 2, dilation=2))
 
 
+@pytest.mark.parametrize("stride,padding,size", [(1, 1, (9, 8)), (2, 1, (9, 8)), (2, 0, (7, 10))])
+def test_depthwise_taps_match_mlx_and_numpy(stride, padding, size):
+    mx.random.seed(5)
+    channels = 6
+    x = mx.random.normal((2, *size, channels))
+    w = mx.random.normal((channels, 3, 3, 1))
+
+    def plain(a, b):
+        return mx.conv2d(a, b, stride, padding, groups=channels)
+
+    def taps(a, b):
+        return conv2d(a, b, stride, padding, groups=channels)
+
+    cotangent = mx.random.normal(plain(x, w).shape)
+    expected = value_and_grads(plain, x, w, cotangent)
+    actual = value_and_grads(taps, x, w, cotangent)
+    for a, e in zip(actual, expected, strict=True):
+        assert_close(a, e)
+    reference = np.stack(
+        [
+            numpy_conv2d(np.array(x)[..., c : c + 1], np.array(w)[c : c + 1], stride, padding)[
+                ..., 0
+            ]
+            for c in range(channels)
+        ],
+        axis=-1,
+    )
+    assert_close(actual[0], mx.array(reference.astype(np.float32)))
+    with fast_conv_disabled():
+        assert mx.array_equal(taps(x, w), plain(x, w))
+
+
 def test_choose_plan_uses_mlx_off_the_cpu_and_when_disabled(monkeypatch):
     assert choose_plan(64, 64, (3, 3), (2, 2), mx.Device(mx.gpu)).forward == "mlx"
     monkeypatch.setattr(mx.cuda, "is_available", lambda: True)

@@ -215,14 +215,15 @@ def mlx_runner(
 
 
 def torch_runner(
-    name: str, images: np.ndarray, labels: np.ndarray, gpu: bool, precision: str = "float32"
+    model, images: np.ndarray, labels: np.ndarray, gpu: bool, precision: str = "float32"
 ) -> Runner:
+    """Steps of ``model``, a PyTorch peer from :func:`torch_model`."""
     import contextlib
 
     import torch
 
     device = torch.device("cuda" if gpu else "cpu")
-    model = torch_model(name, images.shape[1]).to(device).to(memory_format=torch.channels_last)
+    model = model.to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).to(device)
     x = x.contiguous(memory_format=torch.channels_last)
@@ -372,8 +373,8 @@ def main(argv: list[str] | None = None) -> None:
         for v in variants:
             if v != "torch":
                 runners[v] = mlx_runner(name, v, images, labels, args.precision)
-            elif torch_model(name, size) is not None:
-                runners[v] = torch_runner(name, images, labels, gpu, args.precision)
+            elif (peer := torch_model(name, size)) is not None:
+                runners[v] = torch_runner(peer, images, labels, gpu, args.precision)
         for runner in runners.values():
             runner.reset_memory()
             for _ in range(args.warmup):

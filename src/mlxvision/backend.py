@@ -237,6 +237,19 @@ def info() -> dict[str, str]:
     }
 
 
+def on_cpu() -> bool:
+    """Whether MLX computes on the CPU (its default device).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> on_cpu() == (mx.default_device() == mx.cpu)
+        True
+    """
+    import mlx.core as mx
+
+    return mx.default_device().type == mx.DeviceType.cpu
+
+
 def compile_by_default() -> bool:
     """Whether training and evaluation steps are compiled when not told: on GPUs, not on CPUs.
 
@@ -248,6 +261,4 @@ def compile_by_default() -> bool:
         >>> compile_by_default() in (True, False)
         True
     """
-    import mlx.core as mx
-
-    return mx.default_device().type != mx.cpu
+    return not on_cpu()

@@ -31,6 +31,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from .. import backend
+from ..backend import on_cpu
 from .losses import cross_entropy, is_sample_mean
 
 RUNNING_STATISTICS = ("running_mean", "running_var")
@@ -60,16 +61,6 @@ def running_statistics(model: nn.Module) -> dict[str, mx.array]:
         for name, value in tree_flatten(model.parameters())
         if name.rsplit(".", 1)[-1] in RUNNING_STATISTICS
     }
-
-
-def on_cpu() -> bool:
-    """Whether MLX computes on the CPU (its default device).
-
-    Example:
-        >>> on_cpu() == (mx.default_device() == mx.cpu)
-        True
-    """
-    return mx.default_device().type == mx.DeviceType.cpu
 
 
 def _check_count(streams: int | str, name: str) -> None:

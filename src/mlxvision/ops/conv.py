@@ -38,6 +38,8 @@ from typing import NamedTuple
 
 import mlx.core as mx
 
+from ..backend import on_cpu
+
 METHODS = ("auto", "mlx", "im2col")
 ENV_SWITCH = "MLXVISION_FAST_CONV"
 
@@ -243,7 +245,7 @@ def conv2d(
             f"with groups={groups} expects {in_channels * groups}"
         )
     depthwise = in_channels == 1 and groups == out_channels and dilation == (1, 1)
-    if depthwise and method == "auto" and _on_cpu() and fast_conv_enabled():
+    if depthwise and method == "auto" and on_cpu() and fast_conv_enabled():
         return _depthwise_taps(x, weight, stride, padding)
     if groups != 1 or dilation != (1, 1) or method == "mlx":
         return mx.conv2d(x, weight, stride, padding, dilation, groups)
@@ -255,10 +257,6 @@ def conv2d(
     if plan == MLX_PLAN:
         return mx.conv2d(x, weight, stride, padding)
     return _conv_fn(stride, padding, plan)(x, weight)
-
-
-def _on_cpu() -> bool:
-    return mx.default_device().type == mx.DeviceType.cpu
 
 
 def _depthwise_taps(x: mx.array, weight: mx.array, stride: Pair, padding: Pair) -> mx.array:

@@ -9,6 +9,7 @@ from typing import TypeVar
 import mlx.core as mx
 import mlx.nn as nn
 
+from ..backend import on_cpu
 from .conv import ConvPlan, conv2d, fast_conv_enabled
 from .norm import BatchNorm, ReLU
 
@@ -64,8 +65,7 @@ class MaxPool2d(nn.MaxPool2d):
     def __call__(self, x: mx.array) -> mx.array:
         (kh, kw), (sh, sw) = self._kernel_size, self._stride
         unpadded = all(p == (0, 0) for p in self._padding)
-        on_cpu = mx.default_device() == mx.cpu
-        if not (on_cpu and unpadded and (kh, kw) == (sh, sw) and fast_conv_enabled()):
+        if not (on_cpu() and unpadded and (kh, kw) == (sh, sw) and fast_conv_enabled()):
             return super().__call__(x)
         n, height, width, channels = x.shape
         rows, cols = height // kh, width // kw

@@ -78,7 +78,7 @@ def _batch_norm_fn(eps: float):
         variance = mx.mean(mx.square(x32 - mean), axis=axes)
         scale = weight.astype(mx.float32) * mx.rsqrt(variance + eps)
         shift = bias.astype(mx.float32) - mean * scale
-        out_dtype = (mx.zeros(0, x.dtype) * mx.zeros(0, weight.dtype)).dtype
+        out_dtype = mx.result_type(x.dtype, weight.dtype)
         return (x32 * scale + shift).astype(out_dtype), mean, variance
 
     @batch_norm.vjp

@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from throughput import _cpu_name, mlx_model, time_steps, torch_runner
+from throughput import _cpu_name, mlx_model, time_steps, torch_model, torch_runner
 
 import mlxvision
 from mlxvision.engine.local_launch import launch_local
@@ -40,9 +40,12 @@ import mlx.optimizers as optim  # noqa: E402
 HERE = Path(__file__).resolve()
 
 
+IMAGE_SIZE = 32
+
+
 def batch(size: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
-    images = rng.standard_normal((size, 32, 32, 3)).astype(np.float32)
+    images = rng.standard_normal((size, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
     return images, rng.integers(0, 10, size).astype(np.int32)
 
 
@@ -54,7 +57,7 @@ def mlx_worker(args: argparse.Namespace) -> None:
     x = mx.array(images[rank * part : (rank + 1) * part])
     y = mx.array(labels[rank * part : (rank + 1) * part])
     mx.random.seed(0)
-    model = mlx_model(args.model)
+    model = mlx_model(args.model, IMAGE_SIZE)
     optimizer = optim.SGD(0.01, momentum=0.9)
     streams = args.streams if args.streams == "auto" else int(args.streams)
     step = make_train_step(
@@ -82,7 +85,7 @@ def torch_worker(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    runner = torch_runner(args.model, *batch(args.batch_size), gpu=False)
+    runner = torch_runner(torch_model(args.model, IMAGE_SIZE), *batch(args.batch_size), gpu=False)
     time_steps(runner.train, args.warmup)
     seconds = time_steps(runner.train, args.steps)
     Path(args.out).write_text(

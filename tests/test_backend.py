@@ -2,8 +2,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import mlxvision as mv
-from mlxvision.backend import INSTALL_HINT
+from mlxvision.backend import CUDA_OPS_PER_GRAPH, INSTALL_HINT, tune_cuda_graphs
 
 
 def _info_in_new_process(env_extra, code="import mlxvision as mv; print(mv.info()['blas'])"):
@@ -68,3 +70,26 @@ def test_kernel_cache_is_kept_in_the_user_cache_unless_told_otherwise(tmp_path):
     assert _kernel_cache_in_new_process(tmp_path, MLXVISION_KERNEL_CACHE="default") == "<unset>"
     named = _kernel_cache_in_new_process(tmp_path, MLXVISION_KERNEL_CACHE=str(tmp_path / "k"))
     assert named == str(tmp_path / "k")
+
+
+def test_cuda_graph_size_is_set_on_cuda_only_and_never_over_the_users(monkeypatch):
+    import mlx.core as mx
+
+    monkeypatch.delenv("MLX_MAX_OPS_PER_BUFFER", raising=False)
+    monkeypatch.delenv("MLXVISION_CUDA_GRAPH_OPS", raising=False)
+    monkeypatch.setattr(mx.cuda, "is_available", lambda: False)
+    assert tune_cuda_graphs(mx) == "" and "MLX_MAX_OPS_PER_BUFFER" not in os.environ
+
+    monkeypatch.setattr(mx.cuda, "is_available", lambda: True)
+    assert tune_cuda_graphs(mx) == str(CUDA_OPS_PER_GRAPH) == os.environ["MLX_MAX_OPS_PER_BUFFER"]
+    monkeypatch.setenv("MLX_MAX_OPS_PER_BUFFER", "11")  # the user's value stays
+    assert tune_cuda_graphs(mx) == "11"
+    monkeypatch.delenv("MLX_MAX_OPS_PER_BUFFER")
+    monkeypatch.setenv("MLXVISION_CUDA_GRAPH_OPS", "default")
+    assert tune_cuda_graphs(mx) == "" and "MLX_MAX_OPS_PER_BUFFER" not in os.environ
+    monkeypatch.setenv("MLXVISION_CUDA_GRAPH_OPS", "7")
+    assert tune_cuda_graphs(mx) == "7" == os.environ["MLX_MAX_OPS_PER_BUFFER"]
+    monkeypatch.delenv("MLX_MAX_OPS_PER_BUFFER")
+    monkeypatch.setenv("MLXVISION_CUDA_GRAPH_OPS", "many")
+    with pytest.raises(ValueError, match="MLXVISION_CUDA_GRAPH_OPS"):
+        tune_cuda_graphs(mx)

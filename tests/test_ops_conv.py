@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import mlxvision
+from mlxvision.backend import on_cpu
 from mlxvision.ops import (
     CUDA_PLAN,
     LOWERED_PLAN,
@@ -21,6 +22,7 @@ from mlxvision.ops import (
     fast_conv_disabled,
     fast_conv_enabled,
     keep_freed_memory,
+    unordered_conv_gradients,
     use_fast_layers,
 )
 
@@ -310,3 +312,31 @@ def test_keep_freed_memory_checks_and_skips_other_systems(monkeypatch):
         keep_freed_memory(0)
     monkeypatch.setattr("platform.system", lambda: "Darwin")
     assert keep_freed_memory() is False
+
+
+@pytest.mark.skipif(not on_cpu(), reason="the order is applied on the CPU only")
+def test_cpu_conv_backward_frees_each_layer_before_moving_on():
+    mx.random.seed(0)
+    x = mx.random.normal((32, 16, 16, 16))
+    weights = [mx.random.normal((16, 3, 3, 16)) * 0.1 for _ in range(12)]
+
+    def loss(weights):
+        y = x
+        for w in weights:
+            y = conv2d(y, w, padding=1)
+        return (y * y).sum()
+
+    def peak_and_grads():
+        mx.eval(x, weights)
+        mx.reset_peak_memory()
+        before = mx.get_active_memory()  # arrays other tests left alive count too
+        grads = mx.grad(loss)(weights)
+        mx.eval(grads)  # first layer first: the order the optimizer's update asks for them
+        return mx.get_peak_memory() - before, grads
+
+    ordered, grads = peak_and_grads()
+    with unordered_conv_gradients():
+        unordered, plain_grads = peak_and_grads()
+    for g, h in zip(grads, plain_grads, strict=True):
+        assert mx.array_equal(g, h).item()
+    assert ordered < 0.5 * unordered, (ordered, unordered)  # measured 22 MB against 82 MB

@@ -32,6 +32,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from .. import backend
 from ..backend import on_cpu
+from ..ops import unordered_conv_gradients
 from .losses import cross_entropy, is_sample_mean
 
 RUNNING_STATISTICS = ("running_mean", "running_var")
@@ -176,7 +177,7 @@ class StreamSplit:
         inside its stream's context (operations made there run on that stream)."""
         size = arrays[0].shape[0]
         for (start, stop), stream in zip(self.bounds(size), self.streams, strict=False):
-            with mx.stream(stream):
+            with mx.stream(stream), unordered_conv_gradients():
                 yield (stop - start) / size, tuple(a[start:stop] for a in arrays)
 
 

@@ -1,6 +1,6 @@
 """Faster building blocks for MLX: on the CPU, convolutions lowered to matrix products; on
-CUDA, cuDNN's weight-gradient kernel; everywhere, a BatchNorm and a ReLU whose backward pass
-keeps less memory.
+CUDA, cuDNN's weight-gradient kernel and batch-norm kernels; everywhere, a BatchNorm and a ReLU
+whose backward pass keeps less memory.
 
 Example:
     >>> import mlx.nn as nn
@@ -21,6 +21,7 @@ from .conv import (
     conv2d,
     fast_conv_disabled,
     fast_conv_enabled,
+    unordered_conv_gradients,
 )
 from .layers import Conv2d, MaxPool2d, use_fast_layers
 from .malloc import keep_freed_memory
@@ -44,5 +45,6 @@ __all__ = [
     "fast_conv_enabled",
     "keep_freed_memory",
     "relu",
+    "unordered_conv_gradients",
     "use_fast_layers",
 ]

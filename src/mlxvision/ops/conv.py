@@ -99,6 +99,7 @@ def _pair(value: int | Sequence[int], name: str) -> Pair:
 
 
 _DISABLED_DEPTH = 0  # > 0 inside fast_conv_disabled()
+_UNORDERED_DEPTH = 0  # > 0 inside unordered_conv_gradients()
 
 
 def fast_conv_enabled() -> bool:
@@ -486,6 +487,37 @@ def _weight_grad(x, weight, dy, stride, padding, how):
     return dw.reshape(weight.shape)
 
 
+@contextlib.contextmanager
+def unordered_conv_gradients() -> Iterator[None]:
+    """Within this block the backward pass of a CPU convolution does not make its input
+    gradient wait for its weight gradient.
+
+    By default it does (``mx.depends``), so that each layer's input and output gradient are
+    freed before the backward pass moves on: MLX otherwise computes a weight gradient only when
+    evaluation reaches that parameter, after the whole backward chain, and ResNet-20's training
+    step at batch 128 peaked at 664 MB instead of 342 MB. A batch split over parallel CPU
+    streams (:mod:`mlxvision.engine.streams`) trains faster without the order (ResNet-20, two
+    streams: 87 against 101-107 images/s), and traces its parts in this block.
+
+    The gradients are the same either way; only the order of evaluation changes.
+
+    Example:
+        >>> x, w = mx.ones((1, 4, 4, 2)), mx.ones((3, 3, 3, 2))
+        >>> def loss(w):
+        ...     return conv2d(x, w, padding=1).sum()
+        >>> with unordered_conv_gradients():
+        ...     unordered = mx.grad(loss)(w)
+        >>> mx.array_equal(unordered, mx.grad(loss)(w)).item()
+        True
+    """
+    global _UNORDERED_DEPTH
+    _UNORDERED_DEPTH += 1
+    try:
+        yield
+    finally:
+        _UNORDERED_DEPTH -= 1
+
+
 @functools.cache
 def _conv_fn(stride: Pair, padding: Pair, plan: ConvPlan):
     """A custom function ``(x, w) -> y`` for one stride, padding and plan."""
@@ -497,9 +529,10 @@ def _conv_fn(stride: Pair, padding: Pair, plan: ConvPlan):
     @conv.vjp
     def conv_vjp(primals, cotangent, output):
         x, weight = primals
-        return (
-            _input_grad(x, weight, cotangent, stride, padding, plan.input_grad),
-            _weight_grad(x, weight, cotangent, stride, padding, plan.weight_grad),
-        )
+        dw = _weight_grad(x, weight, cotangent, stride, padding, plan.weight_grad)
+        dx = _input_grad(x, weight, cotangent, stride, padding, plan.input_grad)
+        if on_cpu() and not _UNORDERED_DEPTH:  # see unordered_conv_gradients
+            dx = mx.depends(dx, dw)
+        return dx, dw
 
     return conv

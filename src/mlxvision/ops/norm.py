@@ -6,7 +6,9 @@ squares of the variance) and computes its batch statistics twice (biased and unb
 ``mx.maximum(x, 0)`` keeps its input. Here the training-mode batch norm is one custom
 function: its forward computes the statistics once, in float32, and its backward recomputes
 the normalised input from the layer's input and the per-channel mean and variance, so a
-training step keeps one tensor per normalisation (its input) as PyTorch's does. :func:`relu`
+training step keeps one tensor per normalisation (its input) as PyTorch's does. On MLX's CUDA
+backend the statistics and the backward pass's channel sums are CUDA kernels
+(:mod:`mlxvision.ops.cuda_norm`) that read the input in its own dtype. :func:`relu`
 masks its gradient with its output, which the next layer keeps anyway, so the normalised
 values it was computed from are freed. Models get both through
 :func:`~mlxvision.ops.use_fast_layers` (their ``nn.BatchNorm`` and ``nn.ReLU`` modules).
@@ -19,7 +21,13 @@ import functools
 import mlx.core as mx
 import mlx.nn as nn
 
+from ..backend import on_cpu
 from .conv import fast_conv_enabled
+from .cuda_norm import channel_grad_sums, channel_stats
+
+
+def _on_cuda() -> bool:
+    return not on_cpu() and mx.cuda.is_available()
 
 
 @mx.custom_function
@@ -70,12 +78,16 @@ def _batch_norm_fn(eps: float):
 
     @mx.custom_function
     def batch_norm(x: mx.array, weight: mx.array, bias: mx.array):
-        axes = tuple(range(x.ndim - 1))
-        # "* 1" keeps this cast a node of its own: under mx.compile a plain cast would be
-        # merged with the backward pass's cast of x, and the float32 copy kept until then
-        x32 = x if x.dtype == mx.float32 else (x * 1).astype(mx.float32)
-        mean = mx.mean(x32, axis=axes)
-        variance = mx.mean(mx.square(x32 - mean), axis=axes)
+        if _on_cuda():
+            mean, variance = channel_stats(x)
+            x32 = x  # promoted to float32 inside the fused elementwise pass below
+        else:
+            axes = tuple(range(x.ndim - 1))
+            # "* 1" keeps this cast a node of its own: under mx.compile a plain cast would be
+            # merged with the backward pass's cast of x, and the float32 copy kept until then
+            x32 = x if x.dtype == mx.float32 else (x * 1).astype(mx.float32)
+            mean = mx.mean(x32, axis=axes)
+            variance = mx.mean(mx.square(x32 - mean), axis=axes)
         scale = weight.astype(mx.float32) * mx.rsqrt(variance + eps)
         shift = bias.astype(mx.float32) - mean * scale
         out_dtype = mx.result_type(x.dtype, weight.dtype)
@@ -86,13 +98,18 @@ def _batch_norm_fn(eps: float):
         x, weight, bias = primals
         dy, d_mean, d_variance = cotangents
         _, mean, variance = outputs
-        axes = tuple(range(x.ndim - 1))
         count = x.size // x.shape[-1]
         inv_std = mx.rsqrt(variance + eps)
         scale = weight.astype(mx.float32) * inv_std
-        dy32 = dy.astype(mx.float32)
-        sum_dy = dy32.sum(axis=axes)
-        sum_dy_normalised = ((dy32 * x).sum(axis=axes) - mean * sum_dy) * inv_std
+        if _on_cuda():
+            sum_dy, sum_dy_centred = channel_grad_sums(dy, x, mean)
+            dy32 = dy  # promoted inside the elementwise pass
+        else:
+            axes = tuple(range(x.ndim - 1))
+            dy32 = dy.astype(mx.float32)
+            sum_dy = dy32.sum(axis=axes)
+            sum_dy_centred = (dy32 * x).sum(axis=axes) - mean * sum_dy
+        sum_dy_normalised = sum_dy_centred * inv_std
         # dx = scale·(dy - mean(dy) - x̂·mean(dy·x̂)), with x̂ = (x - mean)·inv_std, written as
         # per-channel coefficients of dy and x, so the one elementwise pass reads dy and x only
         x_coefficient = -scale * inv_std * sum_dy_normalised / count

@@ -1,0 +1,30 @@
+"""The benchmark scripts still run (one tiny step each, without PyTorch): they import each
+other's helpers, and a changed signature once broke one without any test noticing."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.mark.parametrize(
+    "script, args",
+    [
+        ("processes.py", ["--configs", "1x1", "--no-torch", "--warmup", "0", "--batch-size", "8"]),
+        ("throughput.py", ["--variants", "fast", "--warmup", "0", "--batch-size", "4"]),
+    ],
+)
+def test_benchmark_script_prints_a_row_with_a_positive_rate(script, args):
+    command = [sys.executable, script, "--models", "simple_cnn", "--steps", "1", "--repeats", "1"]
+    done = subprocess.run(
+        command + args, cwd=BENCHMARKS, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| simple_cnn")]
+    assert rows, done.stdout
+    rates = [float(v) for v in re.findall(r"\| (\d+\.\d+) \(", rows[0])]
+    assert rates and all(rate > 0 for rate in rates)

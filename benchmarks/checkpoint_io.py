@@ -34,7 +34,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -179,17 +178,6 @@ def _run_child(method: str, op: str, optimizer: str, path: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _file_system(folder: Path) -> str:
     best, kind = "", "unknown"
     try:
@@ -255,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"command: `python {' '.join(sys.argv)}`\n")
     print(
         f"mlxvision {info['mlxvision']}, mlx {info['mlx']}, Python {info['python']}, "
-        f"{info['platform']} ({_cpu_name()}, {os.cpu_count()} CPUs), MLX device "
+        f"{info['platform']} ({info['cpu']}), MLX device "
         f"{info['device']}, malloc: {info['malloc']}, files on {_file_system(root.parent)}, "
         f"{args.repeats} interleaved rounds in {time.perf_counter() - started:.0f} s, load "
         f"average {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end; peak memory "

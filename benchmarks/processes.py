@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from throughput import _cpu_name, mlx_model, time_steps, torch_model, torch_runner
+from throughput import mlx_model, time_steps, torch_model, torch_runner
 
 import mlxvision
 from mlxvision.engine.local_launch import launch_local
@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     info = mlxvision.info()
     print(f"command: `python {' '.join(sys.argv)}`\n")
     print(
-        f"mlxvision {info['mlxvision']}, mlx {info['mlx']}, {info['platform']} ({_cpu_name()}, "
-        f"{os.cpu_count()} CPUs), BLAS {info['blas']}, Python {platform.python_version()}, "
+        f"mlxvision {info['mlxvision']}, mlx {info['mlx']}, {info['platform']} ({info['cpu']})"
+        f", BLAS {info['blas']}, Python {platform.python_version()}, "
         f"global batch {args.batch_size}, {args.steps} steps × {args.repeats} interleaved "
         f"repeats, PyTorch threads {args.threads}, load average {os.getloadavg()[0]:.2f} at start"
     )

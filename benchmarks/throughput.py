@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -284,17 +283,6 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def time_steps(step: Callable[[], None], steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
@@ -399,8 +387,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"command: `python {' '.join(sys.argv)}`\n")
     print(
         f"mlxvision {info['mlxvision']}, mlx {info['mlx']}, torch {torch_version}, "
-        f"Python {info['python']}, {info['platform']} ({_cpu_name()}, "
-        f"{os.cpu_count()} CPUs), MLX device {info['device']}, BLAS {info['blas']}, "
+        f"Python {info['python']}, {info['platform']} ({info['cpu']})"
+        f", MLX device {info['device']}, BLAS {info['blas']}, "
         f"torch threads {args.threads if not gpu else '-'}, malloc keeps freed memory: {kept}, "
         f"batch {args.batch_size}, precision {args.precision}, "
         f"{args.steps} steps × {args.repeats} interleaved repeats, "

@@ -248,6 +248,23 @@ def tune_malloc() -> dict:
     return MALLOC
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux: ``/proc/cpuinfo``), else what ``platform`` knows.
+
+    Example:
+        >>> cpu_name() != ""
+        True
+    """
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def info() -> dict[str, str]:
     """What mlxvision runs on: versions, MLX's default device and the BLAS in use.
 
@@ -263,6 +280,7 @@ def info() -> dict[str, str]:
         "mlx": mx.__version__,
         "python": sys.version.split()[0],
         "platform": f"{platform.system()} {platform.machine()}",
+        "cpu": f"{cpu_name()}, {os.cpu_count()} CPUs",
         "device": str(mx.default_device()),
         "blas": BLAS.library or "MLX's own",
         "blas_reason": BLAS.reason,

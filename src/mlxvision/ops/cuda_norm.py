@@ -2,10 +2,10 @@
 
 Written with MLX ops, the statistics of a bfloat16 batch norm cast the input to float32 (a
 copy twice its size) and reduce it column by column; on an H200 those reductions and casts
-took 9.4 ms of a 21.8 ms ResNet-18 training step (batch 512) where PyTorch's batch-norm
-kernels took 2.0 ms. These kernels read the input in its own dtype, accumulate in float32, and
-write one row of partial sums per chunk of rows; :func:`combine_partial_stats` and a sum over
-the chunks (small arrays) finish the job in MLX.
+took 9.4 ms of the 21.8 ms of kernels in a ResNet-18 training step (bf16, batch 512), where
+PyTorch's reductions and casts took 2.0 ms of 8.7. These kernels read the input in its own
+dtype, accumulate in float32, and write one row of partial sums per chunk of rows;
+:func:`combine_partial_stats` and a sum over the chunks (small arrays) finish the job in MLX.
 
 Both kernels take a row-contiguous ``(rows, channels)`` input (channels last).
 """

@@ -78,18 +78,18 @@ def test_cuda_graph_size_is_set_on_cuda_only_and_never_over_the_users(monkeypatc
     monkeypatch.delenv("MLX_MAX_OPS_PER_BUFFER", raising=False)
     monkeypatch.delenv("MLXVISION_CUDA_GRAPH_OPS", raising=False)
     monkeypatch.setattr(mx.cuda, "is_available", lambda: False)
-    assert tune_cuda_graphs(mx) == "" and "MLX_MAX_OPS_PER_BUFFER" not in os.environ
+    assert tune_cuda_graphs() == "" and "MLX_MAX_OPS_PER_BUFFER" not in os.environ
 
     monkeypatch.setattr(mx.cuda, "is_available", lambda: True)
-    assert tune_cuda_graphs(mx) == str(CUDA_OPS_PER_GRAPH) == os.environ["MLX_MAX_OPS_PER_BUFFER"]
+    assert tune_cuda_graphs() == str(CUDA_OPS_PER_GRAPH) == os.environ["MLX_MAX_OPS_PER_BUFFER"]
     monkeypatch.setenv("MLX_MAX_OPS_PER_BUFFER", "11")  # the user's value stays
-    assert tune_cuda_graphs(mx) == "11"
+    assert tune_cuda_graphs() == "11"
     monkeypatch.delenv("MLX_MAX_OPS_PER_BUFFER")
     monkeypatch.setenv("MLXVISION_CUDA_GRAPH_OPS", "default")
-    assert tune_cuda_graphs(mx) == "" and "MLX_MAX_OPS_PER_BUFFER" not in os.environ
+    assert tune_cuda_graphs() == "" and "MLX_MAX_OPS_PER_BUFFER" not in os.environ
     monkeypatch.setenv("MLXVISION_CUDA_GRAPH_OPS", "7")
-    assert tune_cuda_graphs(mx) == "7" == os.environ["MLX_MAX_OPS_PER_BUFFER"]
+    assert tune_cuda_graphs() == "7" == os.environ["MLX_MAX_OPS_PER_BUFFER"]
     monkeypatch.delenv("MLX_MAX_OPS_PER_BUFFER")
     monkeypatch.setenv("MLXVISION_CUDA_GRAPH_OPS", "many")
     with pytest.raises(ValueError, match="MLXVISION_CUDA_GRAPH_OPS"):
-        tune_cuda_graphs(mx)
+        tune_cuda_graphs()

@@ -146,7 +146,7 @@ def import_mlx():
         where = f"{platform.system()} {platform.machine()}, Python {sys.version.split()[0]}"
         raise ImportError(f"Could not import mlx.core ({err}) on {where}. {INSTALL_HINT}") from err
     tune_malloc()
-    tune_cuda_graphs(mx)
+    tune_cuda_graphs()
     return mx
 
 
@@ -191,7 +191,7 @@ def keep_kernel_cache() -> str:
 CUDA_OPS_PER_GRAPH = 3
 
 
-def tune_cuda_graphs(mx=None) -> str:
+def tune_cuda_graphs() -> str:
     """On MLX's CUDA backend, send kernels to the GPU in CUDA graphs of
     :data:`CUDA_OPS_PER_GRAPH` operations (``MLX_MAX_OPS_PER_BUFFER``) instead of MLX's 20,
     unless ``MLX_MAX_OPS_PER_BUFFER`` is set; ``MLXVISION_CUDA_GRAPH_OPS=default`` leaves
@@ -207,8 +207,8 @@ def tune_cuda_graphs(mx=None) -> str:
         >>> tune_cuda_graphs() == os.environ.get("MLX_MAX_OPS_PER_BUFFER", "")
         True
     """
-    if mx is None:
-        import mlx.core as mx
+    import mlx.core as mx
+
     if "MLX_MAX_OPS_PER_BUFFER" in os.environ:
         return os.environ["MLX_MAX_OPS_PER_BUFFER"]
     setting = os.environ.get("MLXVISION_CUDA_GRAPH_OPS", "").strip()
@@ -302,6 +302,19 @@ def on_cpu() -> bool:
     import mlx.core as mx
 
     return mx.default_device().type == mx.DeviceType.cpu
+
+
+def on_cuda() -> bool:
+    """Whether MLX computes on a GPU through its CUDA backend.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> on_cuda() == (not on_cpu() and mx.cuda.is_available())
+        True
+    """
+    import mlx.core as mx
+
+    return not on_cpu() and mx.cuda.is_available()
 
 
 def compile_by_default() -> bool:

@@ -98,8 +98,23 @@ def _pair(value: int | Sequence[int], name: str) -> Pair:
     return pair  # type: ignore[return-value]
 
 
-_DISABLED_DEPTH = 0  # > 0 inside fast_conv_disabled()
-_UNORDERED_DEPTH = 0  # > 0 inside unordered_conv_gradients()
+class _Nesting:
+    """How many ``with`` blocks of one switch are open (the blocks nest)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+
+    @contextlib.contextmanager
+    def block(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+
+_DISABLED = _Nesting()  # fast_conv_disabled()
+_UNORDERED = _Nesting()  # unordered_conv_gradients()
 
 
 def fast_conv_enabled() -> bool:
@@ -111,7 +126,7 @@ def fast_conv_enabled() -> bool:
         ...     fast_conv_enabled()
         False
     """
-    if _DISABLED_DEPTH:
+    if _DISABLED.depth:
         return False
     return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "off", "false", "no")
 
@@ -131,12 +146,8 @@ def fast_conv_disabled() -> Iterator[None]:
         ...     mx.array_equal(conv2d(x, w, padding=1), mx.conv2d(x, w, padding=1)).item()
         True
     """
-    global _DISABLED_DEPTH
-    _DISABLED_DEPTH += 1
-    try:
+    with _DISABLED.block():
         yield
-    finally:
-        _DISABLED_DEPTH -= 1
 
 
 def choose_plan(
@@ -510,12 +521,8 @@ def unordered_conv_gradients() -> Iterator[None]:
         >>> mx.array_equal(unordered, mx.grad(loss)(w)).item()
         True
     """
-    global _UNORDERED_DEPTH
-    _UNORDERED_DEPTH += 1
-    try:
+    with _UNORDERED.block():
         yield
-    finally:
-        _UNORDERED_DEPTH -= 1
 
 
 @functools.cache
@@ -531,7 +538,7 @@ def _conv_fn(stride: Pair, padding: Pair, plan: ConvPlan):
         x, weight = primals
         dw = _weight_grad(x, weight, cotangent, stride, padding, plan.weight_grad)
         dx = _input_grad(x, weight, cotangent, stride, padding, plan.input_grad)
-        if on_cpu() and not _UNORDERED_DEPTH:  # see unordered_conv_gradients
+        if on_cpu() and not _UNORDERED.depth:  # see unordered_conv_gradients
             dx = mx.depends(dx, dw)
         return dx, dw
 

@@ -128,6 +128,7 @@ def chunk_rows(rows: int, channels: int) -> int:
     return max(_MIN_CHUNK_ROWS, per_chunk)
 
 
+@functools.cache  # one small array per layer shape, not one per call
 def chunk_counts(rows: int, per_chunk: int) -> mx.array:
     """The number of rows of each chunk, as float32 (the last may be short).
 

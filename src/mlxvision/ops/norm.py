@@ -21,13 +21,9 @@ import functools
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..backend import on_cpu
+from ..backend import on_cuda
 from .conv import fast_conv_enabled
 from .cuda_norm import channel_grad_sums, channel_stats
-
-
-def _on_cuda() -> bool:
-    return not on_cpu() and mx.cuda.is_available()
 
 
 @mx.custom_function
@@ -78,7 +74,7 @@ def _batch_norm_fn(eps: float):
 
     @mx.custom_function
     def batch_norm(x: mx.array, weight: mx.array, bias: mx.array):
-        if _on_cuda():
+        if on_cuda():
             mean, variance = channel_stats(x)
             x32 = x  # promoted to float32 inside the fused elementwise pass below
         else:
@@ -101,7 +97,7 @@ def _batch_norm_fn(eps: float):
         count = x.size // x.shape[-1]
         inv_std = mx.rsqrt(variance + eps)
         scale = weight.astype(mx.float32) * inv_std
-        if _on_cuda():
+        if on_cuda():
             sum_dy, sum_dy_centred = channel_grad_sums(dy, x, mean)
             dy32 = dy  # promoted inside the elementwise pass
         else:

@@ -28,3 +28,19 @@ def test_benchmark_script_prints_a_row_with_a_positive_rate(script, args):
     assert rows, done.stdout
     rates = [float(v) for v in re.findall(r"\| (\d+\.\d+) \(", rows[0])]
     assert rates and all(rate > 0 for rate in rates)
+
+
+def test_gpu_profile_sorts_kernels_of_both_frameworks_into_categories():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from profile_gpu import category
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    expected = {
+        "sm90_xmma_wgrad_indexed_implicit_gemm_bf16bf16": "convolution / matmul",
+        "custom_kernel_mlxvision_bn_chunk_grad_sums_bfloat16_t": "batch-norm sums, reductions",
+        "at::native::batch_norm_collect_statistics_kernel": "batch-norm sums, reductions",
+        "void mlx::core::cu::copy_v<__nv_bfloat16, float, unsigned int, 8>": "dtype casts, copies",
+        "void mlx::core::cu::HV2IBroadcastBIV2IMultiplyAHJf4IAsType": "elementwise and the rest",
+    }
+    assert {name: category(name) for name in expected} == expected

@@ -185,3 +185,58 @@ def test_backward_keeps_about_one_tensor_per_layer():
     fast = _chain_peak_memory(BatchNorm, relu)
     # measured: 52.5 inputs' worth for MLX's layers, 15.5 for these (8 kept, the rest transient)
     assert fast < 0.5 * plain, (fast, plain)
+
+
+def test_eval_mode_keeps_a_bfloat16_model_in_bfloat16():
+    mx.random.seed(5)
+    x = mx.random.normal((4, 3, 3, 2)).astype(mx.bfloat16)
+    fast, plain = BatchNorm(2), nn.BatchNorm(2)
+    for norm in (fast, plain):
+        norm.running_mean = mx.array([0.5, -1.0])
+        norm.running_var = mx.array([2.0, 0.3])
+        norm.update({"weight": mx.array([1.5, 0.5], mx.bfloat16), "bias": mx.zeros(2, mx.bfloat16)})
+        norm.eval()
+    assert plain(x).dtype == mx.float32  # promoted by the float32 running statistics
+    assert fast(x).dtype == mx.bfloat16
+    assert mx.array_equal(fast(x), plain(x).astype(mx.bfloat16))
+
+
+def _cuda_branch_on_this_device(monkeypatch) -> None:
+    """Route batch_norm through its CUDA branch, the kernels replaced by stand-ins that use
+    memory as the kernels do: they read their inputs in their own dtype and write one value
+    per channel (the values are not the statistics; only memory is measured with them)."""
+    from mlxvision.ops import norm
+
+    def per_channel(x, reduce):
+        return reduce(x, axis=tuple(range(x.ndim - 1))).astype(mx.float32)
+
+    monkeypatch.setattr(norm, "on_cuda", lambda: True)
+    monkeypatch.setattr(
+        norm, "channel_stats", lambda x: (per_channel(x, mx.max), per_channel(x, mx.min))
+    )
+    monkeypatch.setattr(
+        norm,
+        "channel_grad_sums",
+        lambda dy, x, mean: (per_channel(dy, mx.sum), per_channel(x, mx.max)),
+    )
+
+
+def test_compiled_bfloat16_pass_keeps_no_float32_copy_of_the_input(monkeypatch):
+    _cuda_branch_on_this_device(monkeypatch)
+    weight, bias = mx.ones(64, mx.bfloat16), mx.zeros(64, mx.bfloat16)
+
+    def loss(x, weight, bias):
+        y, _, _ = batch_norm(x, weight, bias)
+        return (y * y).sum()
+
+    gradients = mx.compile(mx.grad(loss, argnums=(0, 1, 2)))
+    x = mx.random.normal((64, 32, 32, 64)).astype(mx.bfloat16)
+    mx.eval(x, gradients(x, weight, bias))
+    mx.clear_cache()
+    base = mx.get_active_memory()
+    mx.reset_peak_memory()
+    mx.eval(gradients(x, weight, bias))
+    peak = (mx.get_peak_memory() - base) / x.nbytes
+    # measured: 2.0 inputs' worth (the output's gradient and dx); 4.0 when the forward pass's
+    # cast of x was merged with the backward pass's, and that float32 copy kept in between
+    assert peak < 3.0, peak

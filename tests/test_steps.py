@@ -84,6 +84,41 @@ def test_eval_step_masks_padding_and_uses_eval_mode():
     assert top2 == (ranks[:4] < 2).sum()
 
 
+class DtypeRecorder(nn.Module):
+    """A convolution, BatchNorm and linear layer that record the dtypes they compute in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = nn.BatchNorm(4)
+        self.linear = nn.Linear(4, 3)
+        self.seen: list = []
+
+    def __call__(self, x):
+        self.seen.append(("conv", x.dtype, self.conv.weight.dtype))
+        x = self.norm(self.conv(x))
+        self.seen.append(("linear", x.dtype, self.linear.weight.dtype))
+        return self.linear(x.mean(axis=(1, 2)))
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_bfloat16_eval_step_computes_in_bfloat16_and_keeps_float32_weights(compile):
+    mx.random.seed(6)
+    model = mv.ops.use_fast_layers(DtypeRecorder())
+    model.norm.running_mean = mx.array([0.1, -0.2, 0.3, 0.0])
+    model.norm.running_var = mx.array([1.5, 0.5, 2.0, 1.0])
+    x = mx.random.normal((8, 6, 6, 3))
+    y = mx.array([0, 1, 2, 0, 1, 2, 0, 1])
+    weights = mx.ones(8)
+    exact = make_eval_step(model, compile=compile)(x, y, weights)
+    model.seen.clear()
+    sums = make_eval_step(model, compile=compile, precision="bfloat16")(x, y, weights)
+    assert set(model.seen) == {(layer, mx.bfloat16, mx.bfloat16) for layer in ("conv", "linear")}
+    assert all(v.dtype == mx.float32 for _, v in tree_flatten(model.parameters()))
+    assert sums["loss"].dtype == mx.float32
+    assert sums["loss"].item() == pytest.approx(exact["loss"].item(), rel=2e-2)
+
+
 def test_cross_entropy_matches_numpy():
     logits = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 3.0]], np.float32)
     labels = np.array([0, 1])

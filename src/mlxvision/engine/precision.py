@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_map
 
 PRECISIONS = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 
@@ -17,6 +22,31 @@ def compute_dtype(precision: str) -> mx.Dtype:
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
     return PRECISIONS[precision]
+
+
+@contextlib.contextmanager
+def computing_in(model: nn.Module, dtype: mx.Dtype) -> Iterator[None]:
+    """Inside, ``model``'s trainable parameters are copies cast to ``dtype`` (as a training step
+    of that precision computes with them); its float32 master weights are put back after.
+
+    Example:
+        >>> import mlx.nn as nn
+        >>> layer = nn.Linear(2, 2)
+        >>> with computing_in(layer, mx.bfloat16):
+        ...     layer(mx.ones((1, 2), mx.bfloat16)).dtype
+        mlx.core.bfloat16
+        >>> layer.weight.dtype
+        mlx.core.float32
+    """
+    if dtype == mx.float32:
+        yield
+        return
+    master = model.trainable_parameters()
+    model.update(tree_map(lambda p: p.astype(dtype), master))
+    try:
+        yield
+    finally:
+        model.update(master)
 
 
 class LossScaler:

@@ -23,7 +23,7 @@ from ..backend import compile_by_default
 from ..data.device import translate_flip
 from .distributed import cores_per_process
 from .losses import cross_entropy
-from .precision import LossScaler, compute_dtype
+from .precision import LossScaler, compute_dtype, computing_in
 from .streams import (
     StreamSplit,
     eval_streams,
@@ -275,6 +275,9 @@ def make_eval_step(
     ``streams``: the batch is computed in that many parts on as many CPU streams and the sums
     added; ``"auto"`` (decided at the first call): on a CPU, the cores the BLAS threads that
     mlxvision set leave free (:func:`mlxvision.engine.streams.eval_streams`), else 1.
+    ``precision="bfloat16"`` or ``"float16"`` computes in that dtype, with the images and the
+    trainable parameters cast as :func:`make_train_step` casts them; the logits and the sums
+    are float32.
 
     Example:
         >>> import mlx.core as mx
@@ -292,7 +295,8 @@ def make_eval_step(
     def step(images: mx.array, labels: mx.array, weights: mx.array) -> dict[str, mx.array]:
         model.eval()
         images = images.astype(dtype) if dtype != mx.float32 else images
-        logits = tta_logits(model, images, tta).astype(mx.float32)
+        with computing_in(model, dtype):
+            logits = tta_logits(model, images, tta).astype(mx.float32)
         losses = _per_sample(loss_fn, logits, labels)
         predictions = mx.argmax(logits, axis=-1)
         classes = logits.shape[-1]

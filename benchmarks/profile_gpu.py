@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import NUM_CLASSES, mlx_runner, torch_model, torch_runner  # noqa: E402
 
 CATEGORIES = (
-    ("batch-norm sums, reductions", ("reduce", "batch_norm", "channel_stats", "channel_grad")),
+    ("batch-norm sums, reductions", ("reduce", "batch_norm", "mlxvision_bn")),
     ("convolution / matmul", ("conv", "cudnn", "xmma", "grad", "fprop", "gemm", "cutlass")),
     ("dtype casts, copies", ("copy", "convert", "memcpy", "memset")),
 )  # fmt: skip

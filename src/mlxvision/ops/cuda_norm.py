@@ -1,13 +1,19 @@
-"""Batch-norm channel sums as CUDA kernels (``mx.fast.cuda_kernel``), for MLX's CUDA backend.
+"""Batch-norm passes as CUDA kernels (``mx.fast.cuda_kernel``), for MLX's CUDA backend.
 
-Written with MLX ops, the statistics of a bfloat16 batch norm cast the input to float32 (a
-copy twice its size) and reduce it column by column; on an H200 those reductions and casts
-took 9.4 ms of the 21.8 ms of kernels in a ResNet-18 training step (bf16, batch 512), where
-PyTorch's reductions and casts took 2.0 ms of 8.7. These kernels read the input in its own
-dtype, accumulate in float32, and write one row of partial sums per chunk of rows;
-:func:`combine_partial_stats` and a sum over the chunks (small arrays) finish the job in MLX.
+Written with MLX ops, a bfloat16 batch norm casts its input to float32 (a copy twice its size)
+and reduces it column by column, then combines partial results in several small operations;
+on an H200 those reductions and casts took 9.4 ms of the 21.8 ms of kernels in a ResNet-18
+training step (bf16, batch 512), where PyTorch's reductions and casts took 2.0 ms of 8.7.
 
-Both kernels take a row-contiguous ``(rows, channels)`` input (channels last).
+- :func:`channel_stats` and :func:`channel_grad_sums` read their inputs in their own dtype,
+  accumulate in float32 over chunks of rows, and finish in one pass: the last block of each
+  group of channels to complete adds the chunks' partial sums, in chunk order (so the result
+  does not depend on which block finishes last), and writes the per-channel result.
+- :func:`channel_affine` and :func:`channel_affine_pair` are the elementwise passes,
+  ``x·a + b`` and ``dy·a + x·b + c`` with per-channel float32 coefficients, written in the
+  output's dtype.
+
+All take a row-contiguous input with channels last.
 """
 
 from __future__ import annotations
@@ -21,98 +27,163 @@ _CHANNELS_PER_BLOCK = 32  # threadIdx.x: consecutive channels of one row, coales
 _ROW_LANES = 8  # threadIdx.y: rows of a chunk taken in turn
 _TARGET_BLOCKS = 2048  # enough blocks to fill an H200's 132 SMs several times
 _MIN_CHUNK_ROWS = 64
+_VALUES_PER_THREAD = 8  # elementwise kernels
+_ELEMENTWISE_THREADS = 256
+MAX_ELEMENTS = 2**31 - 1  # the kernels take sizes as int constants
 
-_BLOCK_SUM = """
-    __shared__ float partial_a[TR][TC];
-    __shared__ float partial_b[TR][TC];
-    partial_a[threadIdx.y][threadIdx.x] = a;
-    partial_b[threadIdx.y][threadIdx.x] = b;
-    __syncthreads();
-    if (threadIdx.y != 0 || c >= C) {
-        return;
-    }
-    for (int lane = 1; lane < TR; ++lane) {
-        a += partial_a[lane][threadIdx.x];
-        b += partial_b[lane][threadIdx.x];
-    }
+_STORE = """
+__device__ inline void mlxvision_store(float* out, float value) { *out = value; }
+__device__ inline void mlxvision_store(__nv_bfloat16* out, float value) { *out = __float2bfloat16_rn(value); }
+__device__ inline void mlxvision_store(__half* out, float value) { *out = __float2half_rn(value); }
 """
 
-# Per chunk and channel: the mean and the sum of squared deviations from it, accumulated
-# around the chunk's first value (shifted sums keep float32 accurate when |mean| >> std).
-_STATS_SOURCE = (
-    """
-    const int c = blockIdx.x * TC + threadIdx.x;
-    const int chunk = blockIdx.y;
-    const int start = chunk * ROWS;
-    const int stop = min(start + ROWS, M);
-    float a = 0.0f;  // sum of (x - shift)
-    float b = 0.0f;  // sum of (x - shift)^2
-    float shift = 0.0f;
-    if (c < C) {
-        shift = static_cast<float>(x[(size_t)start * C + c]);
-        #pragma unroll 4
-        for (int r = start + threadIdx.y; r < stop; r += TR) {
-            float v = static_cast<float>(x[(size_t)r * C + c]) - shift;
-            a += v;
-            b += v * v;
-        }
-    }
-"""
-    + _BLOCK_SUM
-    + """
-    const float count = static_cast<float>(stop - start);
-    const float mean = a / count;
-    chunk_mean[chunk * C + c] = shift + mean;
-    chunk_m2[chunk * C + c] = b - a * mean;
-"""
-)
-
-# Per chunk and channel: sum(dy) and sum(dy * (x - mean)).
-_GRAD_SUMS_SOURCE = (
-    """
+# Two float32 sums per channel over the rows of x: each block (TC channels × TR row lanes)
+# sums one chunk of rows and writes its partial sums; the last block of a column of blocks to
+# arrive adds every chunk's partial sums in chunk order and writes the result. SETUP runs once
+# per thread, ACCUMULATE per row (index i), RESULT in the finishing threads (sums a and b).
+# One zero-filled output holds the two results (2·C), the partial sums (2·chunks·C) and the
+# arrival counters (one per column of blocks): one fill instead of one per output.
+_COLUMN_SUMS = """
+    float* result_a = out;
+    float* result_b = out + C;
+    float* partial_a = out + 2 * C;
+    float* partial_b = partial_a + (size_t)gridDim.y * C;
+    unsigned int* arrivals = reinterpret_cast<unsigned int*>(partial_b + (size_t)gridDim.y * C);
     const int c = blockIdx.x * TC + threadIdx.x;
     const int chunk = blockIdx.y;
     const int start = chunk * ROWS;
     const int stop = min(start + ROWS, M);
     float a = 0.0f;
     float b = 0.0f;
+    SETUP
     if (c < C) {
-        const float centre = mean[c];
         #pragma unroll 4
         for (int r = start + threadIdx.y; r < stop; r += TR) {
             const size_t i = (size_t)r * C + c;
+            ACCUMULATE
+        }
+    }
+    __shared__ float lane_a[TR][TC];
+    __shared__ float lane_b[TR][TC];
+    __shared__ bool last_block;
+    lane_a[threadIdx.y][threadIdx.x] = a;
+    lane_b[threadIdx.y][threadIdx.x] = b;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+        for (int lane = 1; lane < TR; ++lane) {
+            a += lane_a[lane][threadIdx.x];
+            b += lane_b[lane][threadIdx.x];
+        }
+        partial_a[chunk * C + c] = a;
+        partial_b[chunk * C + c] = b;
+        __threadfence();
+    }
+    __syncthreads();
+    if (threadIdx.x == 0 && threadIdx.y == 0) {
+        last_block = atomicAdd(&arrivals[blockIdx.x], 1u) == gridDim.y - 1;
+    }
+    __syncthreads();
+    if (!last_block) {
+        return;
+    }
+    __threadfence();
+    a = 0.0f;
+    b = 0.0f;
+    if (c < C) {
+        for (int k = threadIdx.y; k < (int)gridDim.y; k += TR) {
+            a += __ldcg(&partial_a[k * C + c]);
+            b += __ldcg(&partial_b[k * C + c]);
+        }
+    }
+    lane_a[threadIdx.y][threadIdx.x] = a;
+    lane_b[threadIdx.y][threadIdx.x] = b;
+    __syncthreads();
+    if (threadIdx.y != 0 || c >= C) {
+        return;
+    }
+    for (int lane = 1; lane < TR; ++lane) {
+        a += lane_a[lane][threadIdx.x];
+        b += lane_b[lane][threadIdx.x];
+    }
+    RESULT
+"""
+
+
+def _column_sums_source(setup: str, accumulate: str, result: str) -> str:
+    return (
+        _COLUMN_SUMS.replace("SETUP", setup)
+        .replace("ACCUMULATE", accumulate)
+        .replace("RESULT", result)
+    )
+
+
+# Mean and biased variance from sums of (x - shift) and (x - shift)², with every chunk shifted
+# by the channel's first value, which keeps float32 accurate when |mean| >> std.
+_STATS_SOURCE = _column_sums_source(
+    setup="const float shift = c < C ? static_cast<float>(x[c]) : 0.0f;",
+    accumulate="""
+            const float v = static_cast<float>(x[i]) - shift;
+            a += v;
+            b += v * v;""",
+    result="""
+    const float centred_mean = a / static_cast<float>(M);
+    result_a[c] = shift + centred_mean;
+    result_b[c] = fmaxf(b / static_cast<float>(M) - centred_mean * centred_mean, 0.0f);""",
+)
+
+_GRAD_SUMS_SOURCE = _column_sums_source(
+    setup="const float centre = c < C ? mean[c] : 0.0f;",
+    accumulate="""
             const float g = static_cast<float>(dy[i]);
             a += g;
-            b += g * (static_cast<float>(x[i]) - centre);
+            b += g * (static_cast<float>(x[i]) - centre);""",
+    result="""
+    result_a[c] = a;
+    result_b[c] = b;""",
+)
+
+# Elementwise: each thread writes V values, each V-th value a block apart (coalesced).
+_ELEMENTWISE = """
+    const size_t first = (size_t)blockIdx.x * blockDim.x * V + threadIdx.x;
+    #pragma unroll
+    for (int k = 0; k < V; ++k) {
+        const size_t i = first + (size_t)k * blockDim.x;
+        if (i < N) {
+            const int c = i % C;
+            VALUE
         }
     }
 """
-    + _BLOCK_SUM
-    + """
-    chunk_dy[chunk * C + c] = a;
-    chunk_dy_centred[chunk * C + c] = b;
-"""
+
+_AFFINE_SOURCE = _ELEMENTWISE.replace(
+    "VALUE", "mlxvision_store(&y[i], static_cast<float>(x[i]) * scale[c] + shift[c]);"
+)
+_AFFINE_PAIR_SOURCE = _ELEMENTWISE.replace(
+    "VALUE",
+    "mlxvision_store(&y[i], static_cast<float>(dy[i]) * dy_scale[c]"
+    " + static_cast<float>(x[i]) * x_scale[c] + shift[c]);",
 )
 
 
 @functools.cache
-def _stats_kernel():
+def _kernel(name: str):
+    inputs, outputs, source = {
+        "stats": (["x"], ["out"], _STATS_SOURCE),
+        "grad_sums": (["dy", "x", "mean"], ["out"], _GRAD_SUMS_SOURCE),
+        "affine": (["x", "scale", "shift"], ["y"], _AFFINE_SOURCE),
+        "affine_pair": (["dy", "x", "dy_scale", "x_scale", "shift"], ["y"], _AFFINE_PAIR_SOURCE),
+    }[name]
     return mx.fast.cuda_kernel(
-        name="mlxvision_bn_chunk_stats",
-        input_names=["x"],
-        output_names=["chunk_mean", "chunk_m2"],
-        source=_STATS_SOURCE,
+        name=f"mlxvision_bn_{name}",
+        input_names=inputs,
+        output_names=outputs,
+        source=source,
+        header=_STORE,
     )
 
 
-@functools.cache
-def _grad_sums_kernel():
-    return mx.fast.cuda_kernel(
-        name="mlxvision_bn_chunk_grad_sums",
-        input_names=["dy", "x", "mean"],
-        output_names=["chunk_dy", "chunk_dy_centred"],
-        source=_GRAD_SUMS_SOURCE,
-    )
+def _dtypes(inputs: list[mx.array]) -> list[tuple[str, mx.Dtype]]:
+    return [(f"T{i}", array.dtype) for i, array in enumerate(inputs)]  # one kernel per dtype
 
 
 def chunk_rows(rows: int, channels: int) -> int:
@@ -128,47 +199,13 @@ def chunk_rows(rows: int, channels: int) -> int:
     return max(_MIN_CHUNK_ROWS, per_chunk)
 
 
-@functools.cache  # one small array per layer shape, not one per call
-def chunk_counts(rows: int, per_chunk: int) -> mx.array:
-    """The number of rows of each chunk, as float32 (the last may be short).
-
-    Example:
-        >>> chunk_counts(10, 4).tolist()
-        [4.0, 4.0, 2.0]
-    """
-    chunks = math.ceil(rows / per_chunk)
-    counts = [float(per_chunk)] * (chunks - 1) + [float(rows - per_chunk * (chunks - 1))]
-    return mx.array(counts, dtype=mx.float32)
-
-
-def combine_partial_stats(
-    chunk_mean: mx.array, chunk_m2: mx.array, counts: mx.array
-) -> tuple[mx.array, mx.array]:
-    """Mean and biased variance per channel from per-chunk means and squared deviations
-    (Chan et al.'s pairwise formula, all chunks at once).
-
-    Example:
-        >>> x = mx.array([[1.0], [2.0], [3.0], [10.0]])
-        >>> means = mx.array([[1.5], [6.5]])
-        >>> m2 = mx.array([[0.5], [24.5]])
-        >>> mean, variance = combine_partial_stats(means, m2, mx.array([2.0, 2.0]))
-        >>> mean.item(), variance.item(), x.var().item()
-        (4.0, 12.5, 12.5)
-    """
-    total = counts.sum()
-    weights = counts[:, None]
-    mean = (chunk_mean * weights).sum(axis=0) / total
-    m2 = chunk_m2.sum(axis=0) + (weights * mx.square(chunk_mean - mean)).sum(axis=0)
-    return mean, m2 / total
-
-
-def _launch(kernel, inputs: list[mx.array], rows: int, channels: int):
+def _column_sums(name: str, inputs: list[mx.array], rows: int, channels: int):
     per_chunk = chunk_rows(rows, channels)
     chunks = math.ceil(rows / per_chunk)
-    column_threads = math.ceil(channels / _CHANNELS_PER_BLOCK) * _CHANNELS_PER_BLOCK
-    outputs = kernel(
+    column_blocks = math.ceil(channels / _CHANNELS_PER_BLOCK)
+    outputs = _kernel(name)(
         inputs=inputs,
-        template=[(f"T{i}", array.dtype) for i, array in enumerate(inputs)]  # one kernel per dtype
+        template=_dtypes(inputs)
         + [
             ("M", rows),
             ("C", channels),
@@ -176,12 +213,17 @@ def _launch(kernel, inputs: list[mx.array], rows: int, channels: int):
             ("TC", _CHANNELS_PER_BLOCK),
             ("TR", _ROW_LANES),
         ],
-        grid=(column_threads, chunks * _ROW_LANES, 1),
+        grid=(column_blocks * _CHANNELS_PER_BLOCK, chunks * _ROW_LANES, 1),
         threadgroup=(_CHANNELS_PER_BLOCK, _ROW_LANES, 1),
-        output_shapes=[(chunks, channels)] * 2,
-        output_dtypes=[mx.float32] * 2,
+        output_shapes=[(2 * channels + 2 * chunks * channels + column_blocks,)],
+        output_dtypes=[mx.float32],
+        init_value=0,  # the arrival counters
     )
-    return outputs, chunk_counts(rows, per_chunk)
+    return outputs[0][:channels], outputs[0][channels : 2 * channels]
+
+
+def _rows(x: mx.array) -> mx.array:
+    return x.reshape(x.size // x.shape[-1], x.shape[-1])
 
 
 def channel_stats(x: mx.array) -> tuple[mx.array, mx.array]:
@@ -191,12 +233,8 @@ def channel_stats(x: mx.array) -> tuple[mx.array, mx.array]:
         >>> x = mx.random.normal((4, 8, 8, 16)).astype(mx.bfloat16)  # doctest: +SKIP
         >>> mean, variance = channel_stats(x)  # doctest: +SKIP
     """
-    channels = x.shape[-1]
-    rows = x.size // channels
-    (chunk_mean, chunk_m2), counts = _launch(
-        _stats_kernel(), [x.reshape(rows, channels)], rows, channels
-    )
-    return combine_partial_stats(chunk_mean, chunk_m2, counts)
+    rows = x.size // x.shape[-1]
+    return _column_sums("stats", [_rows(x)], rows, x.shape[-1])
 
 
 def channel_grad_sums(dy: mx.array, x: mx.array, mean: mx.array) -> tuple[mx.array, mx.array]:
@@ -207,12 +245,55 @@ def channel_grad_sums(dy: mx.array, x: mx.array, mean: mx.array) -> tuple[mx.arr
         >>> mean = x.mean(axis=(0, 1, 2))  # doctest: +SKIP
         >>> sum_dy, sum_dy_centred = channel_grad_sums(mx.ones_like(x), x, mean)  # doctest: +SKIP
     """
-    channels = x.shape[-1]
-    rows = x.size // channels
-    (chunk_dy, chunk_dy_centred), _ = _launch(
-        _grad_sums_kernel(),
-        [dy.reshape(rows, channels), x.reshape(rows, channels), mean.astype(mx.float32)],
-        rows,
-        channels,
+    rows = x.size // x.shape[-1]
+    inputs = [_rows(dy), _rows(x), mean.astype(mx.float32)]
+    return _column_sums("grad_sums", inputs, rows, x.shape[-1])
+
+
+def _elementwise(name: str, inputs: list[mx.array], shape, dtype: mx.Dtype) -> mx.array:
+    size = math.prod(shape)
+    if size > MAX_ELEMENTS:
+        raise ValueError(f"{name}: at most {MAX_ELEMENTS} values, got {size} (shape {shape})")
+    per_block = _ELEMENTWISE_THREADS * _VALUES_PER_THREAD
+    (y,) = _kernel(name)(
+        inputs=inputs,
+        template=_dtypes(inputs)
+        + [("N", size), ("C", shape[-1]), ("V", _VALUES_PER_THREAD), ("TO", dtype)],
+        grid=(math.ceil(size / per_block) * _ELEMENTWISE_THREADS, 1, 1),
+        threadgroup=(_ELEMENTWISE_THREADS, 1, 1),
+        output_shapes=[shape],
+        output_dtypes=[dtype],
     )
-    return chunk_dy.sum(axis=0), chunk_dy_centred.sum(axis=0)
+    return y
+
+
+def channel_affine(x: mx.array, scale: mx.array, shift: mx.array, dtype: mx.Dtype) -> mx.array:
+    """``x · scale + shift`` with float32 per-channel (last axis) ``scale`` and ``shift``,
+    computed in float32 and written as ``dtype``, on CUDA.
+
+    Example (on a CUDA GPU):
+        >>> x = mx.ones((2, 4, 4, 8), mx.bfloat16)  # doctest: +SKIP
+        >>> channel_affine(x, mx.full(8, 2.0), mx.zeros(8), mx.bfloat16)  # doctest: +SKIP
+    """
+    inputs = [x, scale.astype(mx.float32), shift.astype(mx.float32)]
+    return _elementwise("affine", inputs, x.shape, dtype)
+
+
+def channel_affine_pair(
+    dy: mx.array,
+    x: mx.array,
+    dy_scale: mx.array,
+    x_scale: mx.array,
+    shift: mx.array,
+    dtype: mx.Dtype,
+) -> mx.array:
+    """``dy · dy_scale + x · x_scale + shift`` with float32 per-channel coefficients,
+    computed in float32 and written as ``dtype``, on CUDA (the batch norm's input gradient).
+
+    Example (on a CUDA GPU):
+        >>> x = mx.ones((2, 4, 4, 8), mx.bfloat16)  # doctest: +SKIP
+        >>> ones, zeros = mx.ones(8), mx.zeros(8)  # doctest: +SKIP
+        >>> channel_affine_pair(x, x, ones, ones, zeros, mx.bfloat16)  # doctest: +SKIP
+    """
+    coefficients = [a.astype(mx.float32) for a in (dy_scale, x_scale, shift)]
+    return _elementwise("affine_pair", [dy, x, *coefficients], x.shape, dtype)

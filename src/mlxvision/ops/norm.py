@@ -7,8 +7,8 @@ squares of the variance) and computes its batch statistics twice (biased and unb
 function: its forward computes the statistics once, in float32, and its backward recomputes
 the normalised input from the layer's input and the per-channel mean and variance, so a
 training step keeps one tensor per normalisation (its input) as PyTorch's does. On MLX's CUDA
-backend the statistics and the backward pass's channel sums are CUDA kernels
-(:mod:`mlxvision.ops.cuda_norm`) that read the input in its own dtype. :func:`relu`
+backend the statistics, the backward pass's channel sums and both elementwise passes are CUDA
+kernels (:mod:`mlxvision.ops.cuda_norm`) that read their inputs in their own dtype. :func:`relu`
 masks its gradient with its output, which the next layer keeps anyway, so the normalised
 values it was computed from are freed. Models get both through
 :func:`~mlxvision.ops.use_fast_layers` (their ``nn.BatchNorm`` and ``nn.ReLU`` modules).
@@ -22,8 +22,8 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..backend import on_cuda
+from . import cuda_norm
 from .conv import fast_conv_enabled
-from .cuda_norm import channel_grad_sums, channel_stats
 
 
 @mx.custom_function
@@ -71,10 +71,14 @@ def _forward_float32(x: mx.array) -> mx.array:
     """``x`` in float32 for the forward pass, as a node of its own. Under :func:`mx.compile` a
     plain cast (or a promotion) of ``x`` is merged with the backward pass's cast of the same
     ``x``; the merged float32 copy is then computed in the forward pass and kept until the
-    backward pass, twice the size of the bfloat16 input it duplicates (on an H200 that was
-    about 1.2 GB of ResNet-18's 2.5 GB training peak at batch 512). ``x * 1`` is a different
-    node, so the forward pass's cast stays inside its own fused elementwise kernel."""
+    backward pass, twice the size of the bfloat16 input it duplicates (on an H200, before the
+    elementwise passes there became kernels, that was about 1.2 GB of ResNet-18's 2.5 GB
+    training peak at batch 512). ``x * 1`` is a different node."""
     return x if x.dtype == mx.float32 else (x * 1).astype(mx.float32)
+
+
+def _with_kernels(x: mx.array) -> bool:
+    return on_cuda() and x.size <= cuda_norm.MAX_ELEMENTS
 
 
 @functools.cache
@@ -84,29 +88,34 @@ def _batch_norm_fn(eps: float):
 
     @mx.custom_function
     def batch_norm(x: mx.array, weight: mx.array, bias: mx.array):
-        x32 = _forward_float32(x)
-        if on_cuda():
-            mean, variance = channel_stats(x)
+        kernels = _with_kernels(x)
+        if kernels:
+            mean, variance = cuda_norm.channel_stats(x)
         else:
             axes = tuple(range(x.ndim - 1))
+            x32 = _forward_float32(x)
             mean = mx.mean(x32, axis=axes)
             variance = mx.mean(mx.square(x32 - mean), axis=axes)
         scale = weight.astype(mx.float32) * mx.rsqrt(variance + eps)
         shift = bias.astype(mx.float32) - mean * scale
         out_dtype = mx.result_type(x.dtype, weight.dtype)
-        return (x32 * scale + shift).astype(out_dtype), mean, variance
+        if kernels:
+            y = cuda_norm.channel_affine(x, scale, shift, out_dtype)
+        else:
+            y = (x32 * scale + shift).astype(out_dtype)
+        return y, mean, variance
 
     @batch_norm.vjp
     def batch_norm_vjp(primals, cotangents, outputs):
         x, weight, bias = primals
         dy, d_mean, d_variance = cotangents
         _, mean, variance = outputs
+        kernels = _with_kernels(x)
         count = x.size // x.shape[-1]
         inv_std = mx.rsqrt(variance + eps)
         scale = weight.astype(mx.float32) * inv_std
-        if on_cuda():
-            sum_dy, sum_dy_centred = channel_grad_sums(dy, x, mean)
-            dy32 = dy  # promoted inside the elementwise pass
+        if kernels:
+            sum_dy, sum_dy_centred = cuda_norm.channel_grad_sums(dy, x, mean)
         else:
             axes = tuple(range(x.ndim - 1))
             dy32 = dy.astype(mx.float32)
@@ -121,9 +130,12 @@ def _batch_norm_fn(eps: float):
         # statistics use them) flow back through mean = Σx/M and variance = Σ(x - mean)²/M
         x_coefficient = x_coefficient + 2 * d_variance / count
         constant = constant + (d_mean - 2 * d_variance * mean) / count
-        dx = scale * dy32 + x_coefficient * x + constant
+        if kernels:
+            dx = cuda_norm.channel_affine_pair(dy, x, scale, x_coefficient, constant, x.dtype)
+        else:
+            dx = (scale * dy32 + x_coefficient * x + constant).astype(x.dtype)
         return (
-            dx.astype(x.dtype),
+            dx,
             sum_dy_normalised.astype(weight.dtype),
             sum_dy.astype(bias.dtype),
         )

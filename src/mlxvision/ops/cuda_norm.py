@@ -33,7 +33,9 @@ MAX_ELEMENTS = 2**31 - 1  # the kernels take sizes as int constants
 
 _STORE = """
 __device__ inline void mlxvision_store(float* out, float value) { *out = value; }
-__device__ inline void mlxvision_store(__nv_bfloat16* out, float value) { *out = __float2bfloat16_rn(value); }
+__device__ inline void mlxvision_store(__nv_bfloat16* out, float value) {
+    *out = __float2bfloat16_rn(value);
+}
 __device__ inline void mlxvision_store(__half* out, float value) { *out = __float2half_rn(value); }
 """
 

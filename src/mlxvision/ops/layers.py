@@ -1,6 +1,6 @@
 """Drop-in :class:`mlx.nn.Conv2d` and :class:`mlx.nn.MaxPool2d` that run the fastest
 formulation for their shape and device, and :func:`use_fast_layers`, which puts them (and
-:mod:`.norm`'s BatchNorm and ReLU) into a model."""
+:mod:`.norm`'s BatchNorm and ReLU, :mod:`.activation`'s SiLU) into a model."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..backend import on_cpu
+from .activation import SiLU
 from .conv import ConvPlan, conv2d, fast_conv_enabled
 from .norm import BatchNorm, ReLU
 
@@ -74,9 +75,10 @@ class MaxPool2d(nn.MaxPool2d):
 
 
 def use_fast_layers(model: M, enabled: bool = True) -> M:
-    """Make every :class:`mlx.nn.Conv2d`, :class:`mlx.nn.MaxPool2d`, :class:`mlx.nn.BatchNorm`
-    and :class:`mlx.nn.ReLU` in ``model`` this package's :class:`Conv2d`, :class:`MaxPool2d`,
-    :class:`~mlxvision.ops.norm.BatchNorm` and :class:`~mlxvision.ops.norm.ReLU`, in place.
+    """Make every :class:`mlx.nn.Conv2d`, :class:`mlx.nn.MaxPool2d`, :class:`mlx.nn.BatchNorm`,
+    :class:`mlx.nn.ReLU` and :class:`mlx.nn.SiLU` in ``model`` this package's :class:`Conv2d`,
+    :class:`MaxPool2d`, :class:`~mlxvision.ops.norm.BatchNorm`,
+    :class:`~mlxvision.ops.norm.ReLU` and :class:`~mlxvision.ops.activation.SiLU`, in place.
 
     The layers keep their identity, parameters (the same arrays) and names; only their class
     changes, so optimizers, checkpoints and weight conversion see no difference.
@@ -92,7 +94,13 @@ def use_fast_layers(model: M, enabled: bool = True) -> M:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"use_fast_layers: model must be an mlx.nn.Module, got {type(model)!r}")
-    swaps = {nn.Conv2d: Conv2d, nn.MaxPool2d: MaxPool2d, nn.BatchNorm: BatchNorm, nn.ReLU: ReLU}
+    swaps = {
+        nn.Conv2d: Conv2d,
+        nn.MaxPool2d: MaxPool2d,
+        nn.BatchNorm: BatchNorm,
+        nn.ReLU: ReLU,
+        nn.SiLU: SiLU,
+    }
     if not enabled:
         swaps = {fast: plain for plain, fast in swaps.items()}
     for module in model.modules():

@@ -1,6 +1,7 @@
 """Faster building blocks for MLX: on the CPU, convolutions lowered to matrix products; on
 CUDA, cuDNN's weight-gradient kernel and batch-norm kernels; everywhere, a BatchNorm and a ReLU
-whose backward pass keeps less memory; on the CPU, a SiLU without MLX's slow ``exp``.
+whose backward pass keeps less memory; on the CPU, a SiLU and a GELU without MLX's slow
+``exp`` and ``erf``.
 
 Example:
     >>> import mlx.nn as nn
@@ -10,7 +11,7 @@ Example:
     'mlxvision.ops.layers'
 """
 
-from .activation import SiLU, silu
+from .activation import GELU, SiLU, gelu, silu
 from .conv import (
     CUDA_PLAN,
     LOWERED_PLAN,
@@ -36,6 +37,7 @@ __all__ = [
     "STRIDED_PLAN",
     "BatchNorm",
     "Conv2d",
+    "GELU",
     "ConvPlan",
     "MaxPool2d",
     "ReLU",
@@ -45,6 +47,7 @@ __all__ = [
     "conv2d",
     "fast_conv_disabled",
     "fast_conv_enabled",
+    "gelu",
     "keep_freed_memory",
     "relu",
     "silu",

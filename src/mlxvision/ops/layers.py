@@ -1,6 +1,6 @@
 """Drop-in :class:`mlx.nn.Conv2d` and :class:`mlx.nn.MaxPool2d` that run the fastest
 formulation for their shape and device, and :func:`use_fast_layers`, which puts them (and
-:mod:`.norm`'s BatchNorm and ReLU, :mod:`.activation`'s SiLU) into a model."""
+:mod:`.norm`'s BatchNorm and ReLU, :mod:`.activation`'s SiLU and GELU) into a model."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..backend import on_cpu
-from .activation import SiLU
+from .activation import GELU, SiLU
 from .conv import ConvPlan, conv2d, fast_conv_enabled
 from .norm import BatchNorm, ReLU
 
@@ -76,9 +76,10 @@ class MaxPool2d(nn.MaxPool2d):
 
 def use_fast_layers(model: M, enabled: bool = True) -> M:
     """Make every :class:`mlx.nn.Conv2d`, :class:`mlx.nn.MaxPool2d`, :class:`mlx.nn.BatchNorm`,
-    :class:`mlx.nn.ReLU` and :class:`mlx.nn.SiLU` in ``model`` this package's :class:`Conv2d`,
-    :class:`MaxPool2d`, :class:`~mlxvision.ops.norm.BatchNorm`,
-    :class:`~mlxvision.ops.norm.ReLU` and :class:`~mlxvision.ops.activation.SiLU`, in place.
+    :class:`mlx.nn.ReLU`, :class:`mlx.nn.SiLU` and :class:`mlx.nn.GELU` in ``model`` this
+    package's :class:`Conv2d`, :class:`MaxPool2d`, :class:`~mlxvision.ops.norm.BatchNorm`,
+    :class:`~mlxvision.ops.norm.ReLU`, :class:`~mlxvision.ops.activation.SiLU` and
+    :class:`~mlxvision.ops.activation.GELU`, in place.
 
     The layers keep their identity, parameters (the same arrays) and names; only their class
     changes, so optimizers, checkpoints and weight conversion see no difference.
@@ -100,6 +101,7 @@ def use_fast_layers(model: M, enabled: bool = True) -> M:
         nn.BatchNorm: BatchNorm,
         nn.ReLU: ReLU,
         nn.SiLU: SiLU,
+        nn.GELU: GELU,
     }
     if not enabled:
         swaps = {fast: plain for plain, fast in swaps.items()}

@@ -44,3 +44,18 @@ def test_gpu_profile_sorts_kernels_of_both_frameworks_into_categories():
         "void mlx::core::cu::HV2IBroadcastBIV2IMultiplyAHJf4IAsType": "elementwise and the rest",
     }
     assert {name: category(name) for name in expected} == expected
+
+
+def test_backend_settings_runs_each_setting_in_its_own_process():
+    command = [sys.executable, "backend_settings.py", "--device", "cpu", "--model", "simple_cnn"]
+    command += ["--batch-size", "4", "--steps", "1", "--warmup", "0", "--repeats", "1"]
+    command += ["--precision", "float32", "--settings", "default;MLX_BFS_MAX_WIDTH=1"]
+    done = subprocess.run(command, cwd=BENCHMARKS, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == ["default", "MLX_BFS_MAX_WIDTH=1"]
+    assert all(float(row.split("|")[3].replace(",", "")) > 0 for row in rows)
+    bad = subprocess.run(
+        command[:-1] + ["MLX_BFS_MAX_WIDTH"], cwd=BENCHMARKS, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "expected default or NAME=VALUE" in bad.stderr

@@ -15,10 +15,11 @@ fuses into one pass.
 
 Against float64 both keep a relative error of at most 3·10⁻⁵ over float32's range, tails
 included (``tests/test_ops_activation.py``; MLX's ``nn.silu``: 4·10⁻⁶; MLX's ``nn.gelu``
-computes ``1 + erf(x/√2)``, which loses all relative accuracy in the negative tail). The modules use them in eval mode
-only (see :class:`SiLU`). Elsewhere (Metal, CUDA, where MLX's functions are fast), for inputs
-that are not float32, and under :func:`~mlxvision.ops.fast_conv_disabled` (exporters) they are
-MLX's :func:`mlx.nn.silu` and :func:`mlx.nn.gelu`.
+computes ``1 + erf(x/√2)``, which loses all relative accuracy in the negative tail). The
+modules use them in eval mode only (see :class:`SiLU`). Elsewhere (Metal, CUDA, where MLX's
+functions are fast), for inputs that are not float32, and under
+:func:`~mlxvision.ops.fast_conv_disabled` (exporters) they are MLX's :func:`mlx.nn.silu` and
+:func:`mlx.nn.gelu`.
 """
 
 from __future__ import annotations

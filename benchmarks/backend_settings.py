@@ -50,13 +50,12 @@ def run_child(args: argparse.Namespace) -> None:
     import numpy as np
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from throughput import NUM_CLASSES, mlx_runner, mx
+    from throughput import mlx_runner, mx, random_batch
 
     mx.set_default_device(mx.gpu if args.device == "gpu" else mx.cpu)
     rng = np.random.default_rng(0)
     size = args.image_size
-    images = rng.standard_normal((args.batch_size, size, size, 3)).astype(np.float32)
-    labels = rng.integers(0, NUM_CLASSES, args.batch_size).astype(np.int32)
+    images, labels = random_batch(rng, args.batch_size, size)
     runner = mlx_runner(args.model, "fast-compiled", images, labels, args.precision)
     for _ in range(args.warmup):
         runner.train()

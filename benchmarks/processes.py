@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from throughput import mlx_model, time_steps, torch_model, torch_runner
+from throughput import mlx_model, random_batch, time_steps, torch_model, torch_runner
 
 import mlxvision
 from mlxvision.engine.local_launch import launch_local
@@ -44,9 +44,7 @@ IMAGE_SIZE = 32
 
 
 def batch(size: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    images = rng.standard_normal((size, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
-    return images, rng.integers(0, 10, size).astype(np.int32)
+    return random_batch(np.random.default_rng(0), size, IMAGE_SIZE)
 
 
 def mlx_worker(args: argparse.Namespace) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import NUM_CLASSES, mlx_runner, torch_model, torch_runner  # noqa: E402
+from throughput import mlx_runner, random_batch, torch_model, torch_runner  # noqa: E402
 
 CATEGORIES = (
     ("batch-norm sums, reductions", ("reduce", "batch_norm", "mlxvision_bn")),
@@ -97,8 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(0)
     size = args.image_size
     for name in args.models.split(","):
-        images = rng.standard_normal((args.batch_size, size, size, 3)).astype(np.float32)
-        labels = rng.integers(0, NUM_CLASSES, args.batch_size).astype(np.int32)
+        images, labels = random_batch(rng, args.batch_size, size)
         runners = {"mlxvision": mlx_runner(name, "fast-compiled", images, labels, args.precision)}
         peer = torch_model(name, size)
         if peer is not None:

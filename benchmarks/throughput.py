@@ -162,6 +162,12 @@ def mlx_model(name: str, image_size: int):
     return mlxvision.create_model(name, num_classes=NUM_CLASSES, **kwargs)
 
 
+def random_batch(rng: np.random.Generator, count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` random NHWC float32 images of ``size``² pixels and int32 labels."""
+    images = rng.standard_normal((count, size, size, 3)).astype(np.float32)
+    return images, rng.integers(0, NUM_CLASSES, count).astype(np.int32)
+
+
 def image_size_of(name: str, requested: str) -> int:
     if requested == "native":
         return model_card(name).input_size[0]
@@ -355,8 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name in models:
         size = image_size_of(name, args.image_size)
-        images = rng.standard_normal((args.batch_size, size, size, 3)).astype(np.float32)
-        labels = rng.integers(0, NUM_CLASSES, args.batch_size).astype(np.int32)
+        images, labels = random_batch(rng, args.batch_size, size)
         runners = {}
         for v in variants:
             if v != "torch":

@@ -150,6 +150,19 @@ def import_mlx():
     return mx
 
 
+_OPT_OUT = ("default", "off", "0")  # values of an MLXVISION_* variable that leave MLX's choice
+
+
+def _mlx_variable_or_setting(mlx_name: str, own_name: str) -> tuple[str | None, str]:
+    """``(decided, setting)`` for a setting of ours that sets one of MLX's variables:
+    ``decided`` is the value of ``mlx_name`` when the user set it, ``""`` when ``own_name``
+    opts out, else None; ``setting`` is ``own_name``'s stripped value."""
+    if mlx_name in os.environ:
+        return os.environ[mlx_name], ""
+    setting = os.environ.get(own_name, "").strip()
+    return ("" if setting.lower() in _OPT_OUT else None), setting
+
+
 def keep_kernel_cache() -> str:
     """Keep the CUDA kernels MLX compiles between runs: point ``MLX_PTX_CACHE_DIR`` at
     ``$XDG_CACHE_HOME/mlxvision/mlx-VERSION/ptx`` (``~/.cache/...``) unless it is set.
@@ -165,11 +178,9 @@ def keep_kernel_cache() -> str:
         >>> keep_kernel_cache() == os.environ.get("MLX_PTX_CACHE_DIR", "")
         True
     """
-    if "MLX_PTX_CACHE_DIR" in os.environ:
-        return os.environ["MLX_PTX_CACHE_DIR"]
-    setting = os.environ.get("MLXVISION_KERNEL_CACHE", "").strip()
-    if setting.lower() in ("default", "off", "0"):
-        return ""
+    decided, setting = _mlx_variable_or_setting("MLX_PTX_CACHE_DIR", "MLXVISION_KERNEL_CACHE")
+    if decided is not None:
+        return decided
     if setting:
         folder = Path(setting).expanduser()
     else:
@@ -209,10 +220,12 @@ def tune_cuda_graphs() -> str:
     """
     import mlx.core as mx
 
-    if "MLX_MAX_OPS_PER_BUFFER" in os.environ:
-        return os.environ["MLX_MAX_OPS_PER_BUFFER"]
-    setting = os.environ.get("MLXVISION_CUDA_GRAPH_OPS", "").strip()
-    if setting.lower() in ("default", "off", "0") or not mx.cuda.is_available():
+    decided, setting = _mlx_variable_or_setting(
+        "MLX_MAX_OPS_PER_BUFFER", "MLXVISION_CUDA_GRAPH_OPS"
+    )
+    if decided is not None:
+        return decided
+    if not mx.cuda.is_available():
         return ""
     if setting and not setting.isdigit():
         raise ValueError(
@@ -236,7 +249,7 @@ def tune_malloc() -> dict:
     """
     if MALLOC["reason"] != "not checked yet":
         return MALLOC
-    if os.environ.get("MLXVISION_MALLOC", "").strip().lower() in ("default", "off", "0"):
+    if os.environ.get("MLXVISION_MALLOC", "").strip().lower() in _OPT_OUT:
         MALLOC.update(kept=False, reason="turned off by MLXVISION_MALLOC")
     elif platform.system() != "Linux":
         MALLOC.update(kept=False, reason=f"not needed on {platform.system()}")

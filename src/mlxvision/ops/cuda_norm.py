@@ -260,6 +260,8 @@ def _elementwise(name: str, inputs: list[mx.array], shape, dtype: mx.Dtype) -> m
     (y,) = _kernel(name)(
         inputs=inputs,
         template=_dtypes(inputs)
+        # TO, unused in the source, puts the output dtype in the kernel's name: MLX caches
+        # compiled kernels by name
         + [("N", size), ("C", shape[-1]), ("V", _VALUES_PER_THREAD), ("TO", dtype)],
         grid=(math.ceil(size / per_block) * _ELEMENTWISE_THREADS, 1, 1),
         threadgroup=(_ELEMENTWISE_THREADS, 1, 1),

@@ -75,13 +75,17 @@ def test_kernel_cache_is_kept_in_the_user_cache_unless_told_otherwise(tmp_path):
 def test_cuda_graph_size_is_set_on_cuda_only_and_never_over_the_users(monkeypatch):
     import mlx.core as mx
 
-    monkeypatch.delenv("MLX_MAX_OPS_PER_BUFFER", raising=False)
+    for name in ("MLX_MAX_OPS_PER_BUFFER", "MLX_USE_CUDA_GRAPHS"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("MLXVISION_CUDA_GRAPH_OPS", raising=False)
+    monkeypatch.delenv("MLXVISION_DIRECT_LAUNCH", raising=False)
     monkeypatch.setattr(mx.cuda, "is_available", lambda: False)
     assert tune_cuda_graphs() == "" and "MLX_MAX_OPS_PER_BUFFER" not in os.environ
+    assert "MLX_USE_CUDA_GRAPHS" not in os.environ
 
     monkeypatch.setattr(mx.cuda, "is_available", lambda: True)
     assert tune_cuda_graphs() == str(CUDA_OPS_PER_GRAPH) == os.environ["MLX_MAX_OPS_PER_BUFFER"]
+    assert os.environ["MLX_USE_CUDA_GRAPHS"] == "0"
     monkeypatch.setenv("MLX_MAX_OPS_PER_BUFFER", "11")  # the user's value stays
     assert tune_cuda_graphs() == "11"
     monkeypatch.delenv("MLX_MAX_OPS_PER_BUFFER")
@@ -93,3 +97,21 @@ def test_cuda_graph_size_is_set_on_cuda_only_and_never_over_the_users(monkeypatc
     monkeypatch.setenv("MLXVISION_CUDA_GRAPH_OPS", "many")
     with pytest.raises(ValueError, match="MLXVISION_CUDA_GRAPH_OPS"):
         tune_cuda_graphs()
+
+
+def test_direct_kernel_launches_on_cuda_only_and_never_over_the_users(monkeypatch):
+    import mlx.core as mx
+
+    monkeypatch.setenv("MLX_MAX_OPS_PER_BUFFER", "3")
+    monkeypatch.delenv("MLX_USE_CUDA_GRAPHS", raising=False)
+    monkeypatch.delenv("MLXVISION_DIRECT_LAUNCH", raising=False)
+    monkeypatch.setattr(mx.cuda, "is_available", lambda: True)
+    tune_cuda_graphs()
+    assert os.environ["MLX_USE_CUDA_GRAPHS"] == "0"
+    monkeypatch.setenv("MLX_USE_CUDA_GRAPHS", "1")  # the user's value stays
+    tune_cuda_graphs()
+    assert os.environ["MLX_USE_CUDA_GRAPHS"] == "1"
+    monkeypatch.delenv("MLX_USE_CUDA_GRAPHS")
+    monkeypatch.setenv("MLXVISION_DIRECT_LAUNCH", "default")  # MLX's CUDA graphs
+    tune_cuda_graphs()
+    assert "MLX_USE_CUDA_GRAPHS" not in os.environ

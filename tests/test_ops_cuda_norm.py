@@ -119,6 +119,36 @@ def test_affine_passes_match_numpy_in_each_dtype():
 
 
 @on_cuda
+def test_relu_forms_of_the_kernels_match_numpy():
+    rng = np.random.default_rng(12)
+    for shape in [(64, 8, 8, 48), (7, 5, 5, 3)]:
+        channels = shape[-1]
+        a, b, c = (rng.normal(size=channels).astype(np.float32) for _ in range(3))
+        for dtype, rtol in [(mx.float32, 1e-5), (mx.bfloat16, 1e-2)]:
+            x, x64 = _input(shape, dtype, seed=13, mean=0.0, std=1.0)
+            r, r64 = _input(shape, dtype, seed=14, mean=0.0, std=1.0)
+            dy, dy64 = _input(shape, dtype, seed=15, mean=0.0, std=1.0)
+            y = channel_affine(x, mx.array(a), mx.array(b), dtype, relu=True)
+            assert_close(y.astype(mx.float32), np.maximum(x64 * a + b, 0), rtol)
+            y_sum = channel_affine(x, mx.array(a), mx.array(b), dtype, relu=True, residual=r)
+            assert_close(y_sum.astype(mx.float32), np.maximum(x64 * a + b + r64, 0), rtol)
+            # the masked backward kernels against dy zeroed where the ReLU output is 0
+            passed = np.array(y.astype(mx.float32)) > 0
+            assert 0.2 < passed.mean() < 0.8
+            masked64 = dy64 * passed
+            mean64 = x64.mean(axis=tuple(range(len(shape) - 1)))
+            mean = mx.array(mean64, mx.float32)
+            sums = channel_grad_sums(dy, x, mean, relu_output=y)
+            axes = tuple(range(len(shape) - 1))
+            assert_close(sums[0], masked64.sum(axes), 1e-4)
+            assert_close(sums[1], (masked64 * (x64 - mean64)).sum(axes), 1e-4)
+            dx = channel_affine_pair(dy, x, *map(mx.array, (a, b, c)), dtype, relu_output=y)
+            assert_close(dx.astype(mx.float32), masked64 * a + x64 * b + c, rtol)
+    with pytest.raises(ValueError, match="only before a ReLU"):
+        channel_affine(x, mx.array(a), mx.array(b), dtype, residual=r)
+
+
+@on_cuda
 def test_compiled_bfloat16_pass_keeps_no_float32_copy_of_the_input():
     weight, bias = mx.ones(64, mx.bfloat16), mx.zeros(64, mx.bfloat16)
 

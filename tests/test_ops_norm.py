@@ -5,7 +5,16 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from mlxvision.ops import BatchNorm, ReLU, batch_norm, fast_conv_disabled, relu, use_fast_layers
+from mlxvision.ops import (
+    BatchNorm,
+    ReLU,
+    batch_norm,
+    batch_norm_relu,
+    fast_conv_disabled,
+    norm_relu,
+    relu,
+    use_fast_layers,
+)
 
 RTOL = 1e-4  # float32, relative to the largest magnitude of the reference
 
@@ -199,3 +208,72 @@ def test_eval_mode_keeps_a_bfloat16_model_in_bfloat16():
     assert plain(x).dtype == mx.float32  # promoted by the float32 running statistics
     assert fast(x).dtype == mx.bfloat16
     assert mx.array_equal(fast(x), plain(x).astype(mx.bfloat16))
+
+
+def _norm_relu_reference(x64, weight, bias, residual64, g64, eps, passed):
+    """relu(batch_norm(x) + residual) and its gradients in float64: output, dx, dweight,
+    dbias, dresidual for the upstream gradient ``g64``, the ReLU passing where ``passed`` (the
+    tested output's > 0: in bfloat16, values near 0 may round either way)."""
+    y, _, _, _ = numpy_batch_norm(x64, weight, bias, np.zeros_like(x64), eps)
+    pre = y + (0 if residual64 is None else residual64)
+    dy = g64 * passed
+    _, dx, d_weight, d_bias = numpy_batch_norm(x64, weight, bias, dy, eps)
+    return np.maximum(pre, 0), dx, d_weight, d_bias, dy
+
+
+@pytest.mark.parametrize("with_residual", [False, True])
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+def test_norm_relu_matches_numpy_forward_and_backward(with_residual, dtype):
+    """BatchNorm.relu, fused into the batch norm's kernels on CUDA, composed elsewhere."""
+    shape = (32, 6, 6, 40)  # several chunks of rows; a partial block of channels
+    rng = np.random.default_rng(11)
+    x = mx.array(rng.normal(1.0, 2.0, shape).astype(np.float32)).astype(dtype)
+    g = mx.array(rng.normal(size=shape).astype(np.float32)).astype(dtype)
+    residual = mx.array(rng.normal(size=shape).astype(np.float32)).astype(dtype)
+    residual = residual if with_residual else None
+    norm = BatchNorm(shape[-1])
+    norm.weight = mx.linspace(0.5, 1.5, shape[-1]).astype(dtype)  # as a mixed-precision step
+    norm.bias = mx.linspace(-1.0, 1.0, shape[-1]).astype(dtype)
+
+    def loss(params, x, residual):
+        norm.update(params)
+        return (norm.relu(x, residual) * g).sum()
+
+    argnums = (0, 1, 2) if with_residual else (0, 1)
+    grads = mx.grad(loss, argnums=argnums)(norm.trainable_parameters(), x, residual)
+    out = norm.relu(x, residual)
+    as64 = lambda a: None if a is None else np.array(a.astype(mx.float32), np.float64)  # noqa: E731
+    passed = as64(out) > 0
+    expected = _norm_relu_reference(
+        as64(x), as64(norm.weight), as64(norm.bias), as64(residual), as64(g), norm.eps, passed
+    )
+    got = [out, grads[1], grads[0]["weight"], grads[0]["bias"]]
+    got += [grads[2]] if with_residual else []
+    rtol = 1e-4 if dtype == mx.float32 else 3e-2
+    assert out.dtype == dtype
+    for actual, want in zip(got, expected, strict=False):
+        assert_close(actual.astype(mx.float32), want, rtol)
+    # the running statistics move as the unfused layer moves them
+    fused, plain = BatchNorm(shape[-1]), nn.BatchNorm(shape[-1])
+    fused.relu(x, residual), plain(x)
+    assert_close(fused.running_mean, plain.running_mean, rtol)  # MLX's: in bfloat16
+    assert_close(fused.running_var, plain.running_var, rtol)
+
+
+def test_norm_relu_falls_back_to_the_layers_it_stands_for():
+    x = mx.random.normal((4, 3, 3, 5))
+    residual = mx.random.normal((4, 3, 3, 5))
+    plain_norm, plain_relu = nn.BatchNorm(5), nn.ReLU()
+    expected = plain_relu(plain_norm(x) + residual)
+    plain_norm.running_mean, plain_norm.running_var = mx.zeros(5), mx.ones(5)
+    got = norm_relu(plain_norm, x, plain_relu, residual)
+    assert mx.allclose(got, expected, atol=1e-6).item()
+    fast = BatchNorm(5)
+    fast.eval()
+    eval_output = norm_relu(fast, x, ReLU(), residual)
+    assert mx.array_equal(eval_output, mx.maximum(nn.BatchNorm(5).eval()(x) + residual, 0))
+    with pytest.raises(ValueError, match="residual"):
+        batch_norm_relu(x, mx.ones(5), mx.zeros(5), residual=mx.ones((4, 3, 3, 4)))
+    with fast_conv_disabled():  # exporters: the plain layers
+        fast.train()
+        assert mx.allclose(fast.relu(x), mx.maximum(nn.BatchNorm(5)(x), 0), atol=1e-6).item()

@@ -203,16 +203,22 @@ CUDA_OPS_PER_GRAPH = 3
 
 
 def tune_cuda_graphs() -> str:
-    """On MLX's CUDA backend, send kernels to the GPU in CUDA graphs of
-    :data:`CUDA_OPS_PER_GRAPH` operations (``MLX_MAX_OPS_PER_BUFFER``) instead of MLX's 20,
-    unless ``MLX_MAX_OPS_PER_BUFFER`` is set; ``MLXVISION_CUDA_GRAPH_OPS=default`` leaves
-    MLX's choice, a number sets it.
+    """On MLX's CUDA backend, launch kernels one by one instead of in CUDA graphs
+    (``MLX_USE_CUDA_GRAPHS=0``) and commit them to the GPU every :data:`CUDA_OPS_PER_GRAPH`
+    operations (``MLX_MAX_OPS_PER_BUFFER``) instead of MLX's 20; a variable the user set stays.
+    ``MLXVISION_DIRECT_LAUNCH=default`` keeps MLX's CUDA graphs; ``MLXVISION_CUDA_GRAPH_OPS``
+    ``=default`` leaves MLX's 20, a number sets it.
 
     Measured on an H200 (``benchmarks/results/gpu_throughput.md``, bf16, batch 512, separate
-    processes alternated): ResNet-18 training 22.8-26.2k → 33.0-33.5k images/s and inference
-    101-115k → 129-136k; ResNet-20 training 38.8-39.1k → 42.8-47.0k. MLX reads the setting at
-    its first GPU evaluation, so this must run before it; ``import mlxvision`` does.
-    Returns the value in use (``""`` for MLX's default). Metal and the CPU are left alone.
+    processes alternated), ResNet-18 training: MLX's defaults 22.8-26.2k images/s; graphs of
+    3 operations 33.0-33.5k (38.4-38.6k with this version's batch norm); direct launches
+    every 3 operations 43.1-47.0k (46.0k with the fused batch norm and ReLU, PyTorch's rate).
+    Committing more operations at a time holds more memory, since MLX frees a commit's inputs
+    once the GPU has run all of it: 1,357 / 1,453 / 1,496 MB for 1 / 2 / 3 operations, at
+    44.1 / 44.6 / 46.0k images/s (PyTorch: 1,348 MB); ``MLXVISION_CUDA_GRAPH_OPS=1`` trades
+    the 4% for the 10%. MLX reads both variables at its first GPU evaluation, so this must run
+    before it; ``import mlxvision`` does. Returns the commit size in use (``""`` for MLX's
+    default). Metal and the CPU are left alone.
 
     Example:
         >>> tune_cuda_graphs() == os.environ.get("MLX_MAX_OPS_PER_BUFFER", "")
@@ -220,13 +226,16 @@ def tune_cuda_graphs() -> str:
     """
     import mlx.core as mx
 
+    if not mx.cuda.is_available():
+        return os.environ.get("MLX_MAX_OPS_PER_BUFFER", "")
+    decided, setting = _mlx_variable_or_setting("MLX_USE_CUDA_GRAPHS", "MLXVISION_DIRECT_LAUNCH")
+    if decided is None:
+        os.environ["MLX_USE_CUDA_GRAPHS"] = "0"
     decided, setting = _mlx_variable_or_setting(
         "MLX_MAX_OPS_PER_BUFFER", "MLXVISION_CUDA_GRAPH_OPS"
     )
     if decided is not None:
         return decided
-    if not mx.cuda.is_available():
-        return ""
     if setting and not setting.isdigit():
         raise ValueError(
             f"MLXVISION_CUDA_GRAPH_OPS: expected a positive number or 'default', got {setting!r}"
@@ -300,6 +309,7 @@ def info() -> dict[str, str]:
         "malloc": MALLOC["reason"],
         "kernel_cache": os.environ.get("MLX_PTX_CACHE_DIR", "MLX's default (temporary folder)"),
         "cuda_graph_ops": os.environ.get("MLX_MAX_OPS_PER_BUFFER", "MLX's default"),
+        "cuda_graphs": os.environ.get("MLX_USE_CUDA_GRAPHS", "MLX's default"),
         "compile_steps": "yes" if compile_by_default() else "no (CPU: measured no faster)",
     }
 

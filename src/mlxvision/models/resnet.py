@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import mlx.core as mx
 import mlx.nn as nn
 
+from ..ops.norm import norm_relu
 from .base import ImageClassifier
 from .layers import global_avg_pool, init_kaiming
 from .registry import register_model
@@ -56,10 +57,9 @@ class CifarBasicBlock(nn.Module):
         self.shortcut = PadShortcut(channels - in_channels) if needs_shortcut else None
 
     def __call__(self, x: mx.array) -> mx.array:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = norm_relu(self.bn1, self.conv1(x), self.relu)
         identity = x if self.shortcut is None else self.shortcut(x)
-        return self.relu(out + identity)
+        return norm_relu(self.bn2, self.conv2(out), self.relu, residual=identity)
 
 
 class CifarResNet(ImageClassifier):
@@ -95,7 +95,7 @@ class CifarResNet(ImageClassifier):
 
     def __call__(self, x: mx.array) -> mx.array:
         self.check_input(x)
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = norm_relu(self.bn1, self.conv1(x), self.relu)
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.linear(global_avg_pool(x))
 
@@ -137,10 +137,9 @@ class BasicBlock(nn.Module):
         return self.bn2
 
     def __call__(self, x: mx.array) -> mx.array:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = norm_relu(self.bn1, self.conv1(x), self.relu)
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        return norm_relu(self.bn2, self.conv2(out), self.relu, residual=identity)
 
 
 class Bottleneck(nn.Module):
@@ -163,11 +162,10 @@ class Bottleneck(nn.Module):
         return self.bn3
 
     def __call__(self, x: mx.array) -> mx.array:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = norm_relu(self.bn1, self.conv1(x), self.relu)
+        out = norm_relu(self.bn2, self.conv2(out), self.relu)
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        return norm_relu(self.bn3, self.conv3(out), self.relu, residual=identity)
 
 
 def _downsample(in_channels: int, out_channels: int, stride: int) -> nn.Sequential | None:
@@ -224,7 +222,7 @@ class ResNet(ImageClassifier):
 
     def __call__(self, x: mx.array) -> mx.array:
         self.check_input(x)
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = norm_relu(self.bn1, self.conv1(x), self.relu)
         if not self.cifar_stem:
             x = self.maxpool(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
@@ -275,9 +273,9 @@ class PreActBlock(nn.Module):
         self.shortcut = _conv1x1(in_channels, channels, stride) if needs_shortcut else None
 
     def __call__(self, x: mx.array) -> mx.array:
-        out = self.relu(self.bn1(x))
+        out = norm_relu(self.bn1, x, self.relu)
         identity = x if self.shortcut is None else self.shortcut(out)
-        out = self.relu(self.bn2(self.conv1(out)))
+        out = norm_relu(self.bn2, self.conv1(out), self.relu)
         if self.dropout is not None:
             out = self.dropout(out)
         return self.conv2(out) + identity
@@ -326,7 +324,7 @@ class PreActResNet(ImageClassifier):
         x = self.conv1(x)
         for index in range(self.num_stages):
             x = getattr(self, f"layer{index + 1}")(x)
-        return self.linear(global_avg_pool(self.relu(self.bn(x))))
+        return self.linear(global_avg_pool(norm_relu(self.bn, x, self.relu)))
 
 
 @register_model(

@@ -27,7 +27,7 @@ from .conv import (
 )
 from .layers import Conv2d, MaxPool2d, use_fast_layers
 from .malloc import keep_freed_memory
-from .norm import BatchNorm, ReLU, batch_norm, relu
+from .norm import BatchNorm, ReLU, batch_norm, batch_norm_relu, norm_relu, relu
 
 __all__ = [
     "LOWERED_PLAN",
@@ -43,12 +43,14 @@ __all__ = [
     "ReLU",
     "SiLU",
     "batch_norm",
+    "batch_norm_relu",
     "choose_plan",
     "conv2d",
     "fast_conv_disabled",
     "fast_conv_enabled",
     "gelu",
     "keep_freed_memory",
+    "norm_relu",
     "relu",
     "silu",
     "unordered_conv_gradients",

@@ -11,7 +11,9 @@ training step (bf16, batch 512), where PyTorch's reductions and casts took 2.0 m
   does not depend on which block finishes last), and writes the per-channel result.
 - :func:`channel_affine` and :func:`channel_affine_pair` are the elementwise passes,
   ``x·a + b`` and ``dy·a + x·b + c`` with per-channel float32 coefficients, written in the
-  output's dtype.
+  output's dtype. The forward pass can end in a ReLU (after adding a residual input) and the
+  backward passes can mask ``dy`` with that ReLU's output, so a batch norm followed by a ReLU
+  takes no operations of its own for the ReLU.
 
 All take a row-contiguous input with channels last.
 """
@@ -119,6 +121,11 @@ def _column_sums_source(setup: str, accumulate: str, result: str) -> str:
     )
 
 
+# dy as read by the backward passes: as given, or where the ReLU after the batch norm let
+# the value through (its output y > 0)
+_PLAIN_DY = "static_cast<float>(dy[i])"
+_MASKED_DY = "(static_cast<float>(y[i]) > 0.0f ? static_cast<float>(dy[i]) : 0.0f)"
+
 # Mean and biased variance from sums of (x - shift) and (x - shift)², with every chunk shifted
 # by the channel's first value, which keeps float32 accurate when |mean| >> std.
 _STATS_SOURCE = _column_sums_source(
@@ -133,15 +140,21 @@ _STATS_SOURCE = _column_sums_source(
     result_b[c] = fmaxf(b / static_cast<float>(M) - centred_mean * centred_mean, 0.0f);""",
 )
 
-_GRAD_SUMS_SOURCE = _column_sums_source(
-    setup="const float centre = c < C ? mean[c] : 0.0f;",
-    accumulate="""
-            const float g = static_cast<float>(dy[i]);
+_GRAD_SUMS_ACCUMULATE = """
+            const float g = DY;
             a += g;
-            b += g * (static_cast<float>(x[i]) - centre);""",
-    result="""
+            b += g * (static_cast<float>(x[i]) - centre);"""
+_GRAD_SUMS = {
+    "setup": "const float centre = c < C ? mean[c] : 0.0f;",
+    "result": """
     result_a[c] = a;
     result_b[c] = b;""",
+}
+_GRAD_SUMS_SOURCE = _column_sums_source(
+    accumulate=_GRAD_SUMS_ACCUMULATE.replace("DY", _PLAIN_DY), **_GRAD_SUMS
+)
+_MASKED_GRAD_SUMS_SOURCE = _column_sums_source(
+    accumulate=_GRAD_SUMS_ACCUMULATE.replace("DY", _MASKED_DY), **_GRAD_SUMS
 )
 
 # Elementwise: each thread writes V values, each V-th value a block apart (coalesced).
@@ -157,23 +170,34 @@ _ELEMENTWISE = """
     }
 """
 
-_AFFINE_SOURCE = _ELEMENTWISE.replace(
-    "VALUE", "mlxvision_store(&y[i], static_cast<float>(x[i]) * scale[c] + shift[c]);"
+_AFFINE = "static_cast<float>(x[i]) * scale[c] + shift[c]"
+_AFFINE_SOURCE = _ELEMENTWISE.replace("VALUE", f"mlxvision_store(&y[i], {_AFFINE});")
+_AFFINE_RELU_SOURCE = _ELEMENTWISE.replace(
+    "VALUE", f"mlxvision_store(&y[i], fmaxf({_AFFINE}, 0.0f));"
 )
-_AFFINE_PAIR_SOURCE = _ELEMENTWISE.replace(
+_AFFINE_ADD_RELU_SOURCE = _ELEMENTWISE.replace(
     "VALUE",
-    "mlxvision_store(&y[i], static_cast<float>(dy[i]) * dy_scale[c]"
-    " + static_cast<float>(x[i]) * x_scale[c] + shift[c]);",
+    f"mlxvision_store(&y[i], fmaxf({_AFFINE} + static_cast<float>(residual[i]), 0.0f));",
 )
+_AFFINE_PAIR = (
+    "mlxvision_store(&dx[i], DY * dy_scale[c] + static_cast<float>(x[i]) * x_scale[c] + shift[c]);"
+)
+_AFFINE_PAIR_SOURCE = _ELEMENTWISE.replace("VALUE", _AFFINE_PAIR.replace("DY", _PLAIN_DY))
+_MASKED_AFFINE_PAIR_SOURCE = _ELEMENTWISE.replace("VALUE", _AFFINE_PAIR.replace("DY", _MASKED_DY))
 
 
 @functools.cache
 def _kernel(name: str):
+    pair = ["dy", "x", "dy_scale", "x_scale", "shift"]
     inputs, outputs, source = {
         "stats": (["x"], ["out"], _STATS_SOURCE),
         "grad_sums": (["dy", "x", "mean"], ["out"], _GRAD_SUMS_SOURCE),
+        "masked_grad_sums": (["dy", "x", "mean", "y"], ["out"], _MASKED_GRAD_SUMS_SOURCE),
         "affine": (["x", "scale", "shift"], ["y"], _AFFINE_SOURCE),
-        "affine_pair": (["dy", "x", "dy_scale", "x_scale", "shift"], ["y"], _AFFINE_PAIR_SOURCE),
+        "affine_relu": (["x", "scale", "shift"], ["y"], _AFFINE_RELU_SOURCE),
+        "affine_add_relu": (["x", "scale", "shift", "residual"], ["y"], _AFFINE_ADD_RELU_SOURCE),
+        "affine_pair": (pair, ["dx"], _AFFINE_PAIR_SOURCE),
+        "masked_affine_pair": ([*pair, "y"], ["dx"], _MASKED_AFFINE_PAIR_SOURCE),
     }[name]
     return mx.fast.cuda_kernel(
         name=f"mlxvision_bn_{name}",
@@ -239,8 +263,12 @@ def channel_stats(x: mx.array) -> tuple[mx.array, mx.array]:
     return _column_sums("stats", [_rows(x)], rows, x.shape[-1])
 
 
-def channel_grad_sums(dy: mx.array, x: mx.array, mean: mx.array) -> tuple[mx.array, mx.array]:
+def channel_grad_sums(
+    dy: mx.array, x: mx.array, mean: mx.array, relu_output: mx.array | None = None
+) -> tuple[mx.array, mx.array]:
     """Float32 ``sum(dy)`` and ``sum(dy * (x - mean))`` over every axis but the last, on CUDA.
+    With ``relu_output``, ``dy`` counts only where ``relu_output > 0`` (the gradient through
+    the ReLU that made it).
 
     Example (on a CUDA GPU):
         >>> x = mx.random.normal((4, 8, 8, 16))  # doctest: +SKIP
@@ -249,7 +277,9 @@ def channel_grad_sums(dy: mx.array, x: mx.array, mean: mx.array) -> tuple[mx.arr
     """
     rows = x.size // x.shape[-1]
     inputs = [_rows(dy), _rows(x), mean.astype(mx.float32)]
-    return _column_sums("grad_sums", inputs, rows, x.shape[-1])
+    if relu_output is None:
+        return _column_sums("grad_sums", inputs, rows, x.shape[-1])
+    return _column_sums("masked_grad_sums", [*inputs, _rows(relu_output)], rows, x.shape[-1])
 
 
 def _elementwise(name: str, inputs: list[mx.array], shape, dtype: mx.Dtype) -> mx.array:
@@ -271,16 +301,31 @@ def _elementwise(name: str, inputs: list[mx.array], shape, dtype: mx.Dtype) -> m
     return y
 
 
-def channel_affine(x: mx.array, scale: mx.array, shift: mx.array, dtype: mx.Dtype) -> mx.array:
+def channel_affine(
+    x: mx.array,
+    scale: mx.array,
+    shift: mx.array,
+    dtype: mx.Dtype,
+    *,
+    relu: bool = False,
+    residual: mx.array | None = None,
+) -> mx.array:
     """``x · scale + shift`` with float32 per-channel (last axis) ``scale`` and ``shift``,
-    computed in float32 and written as ``dtype``, on CUDA.
+    computed in float32 and written as ``dtype``, on CUDA. ``relu=True`` gives
+    ``max(x · scale + shift + residual, 0)`` (``residual``, of ``x``'s shape, is optional).
 
     Example (on a CUDA GPU):
         >>> x = mx.ones((2, 4, 4, 8), mx.bfloat16)  # doctest: +SKIP
         >>> channel_affine(x, mx.full(8, 2.0), mx.zeros(8), mx.bfloat16)  # doctest: +SKIP
     """
     inputs = [x, scale.astype(mx.float32), shift.astype(mx.float32)]
-    return _elementwise("affine", inputs, x.shape, dtype)
+    if residual is not None:
+        if not relu:
+            raise ValueError("channel_affine: a residual is added only before a ReLU (relu=True)")
+        if residual.shape != x.shape:
+            raise ValueError(f"residual: expected shape {x.shape}, got {residual.shape}")
+        return _elementwise("affine_add_relu", [*inputs, residual], x.shape, dtype)
+    return _elementwise("affine_relu" if relu else "affine", inputs, x.shape, dtype)
 
 
 def channel_affine_pair(
@@ -290,14 +335,18 @@ def channel_affine_pair(
     x_scale: mx.array,
     shift: mx.array,
     dtype: mx.Dtype,
+    relu_output: mx.array | None = None,
 ) -> mx.array:
     """``dy · dy_scale + x · x_scale + shift`` with float32 per-channel coefficients,
     computed in float32 and written as ``dtype``, on CUDA (the batch norm's input gradient).
+    With ``relu_output``, ``dy`` counts only where ``relu_output > 0``.
 
     Example (on a CUDA GPU):
         >>> x = mx.ones((2, 4, 4, 8), mx.bfloat16)  # doctest: +SKIP
         >>> ones, zeros = mx.ones(8), mx.zeros(8)  # doctest: +SKIP
         >>> channel_affine_pair(x, x, ones, ones, zeros, mx.bfloat16)  # doctest: +SKIP
     """
-    coefficients = [a.astype(mx.float32) for a in (dy_scale, x_scale, shift)]
-    return _elementwise("affine_pair", [dy, x, *coefficients], x.shape, dtype)
+    inputs = [dy, x, *(a.astype(mx.float32) for a in (dy_scale, x_scale, shift))]
+    if relu_output is None:
+        return _elementwise("affine_pair", inputs, x.shape, dtype)
+    return _elementwise("masked_affine_pair", [*inputs, relu_output], x.shape, dtype)

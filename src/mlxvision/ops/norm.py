@@ -12,6 +12,9 @@ kernels (:mod:`mlxvision.ops.cuda_norm`) that read their inputs in their own dty
 masks its gradient with its output, which the next layer keeps anyway, so the normalised
 values it was computed from are freed. Models get both through
 :func:`~mlxvision.ops.use_fast_layers` (their ``nn.BatchNorm`` and ``nn.ReLU`` modules).
+Models that write a batch norm followed by a ReLU as :func:`norm_relu` get both in one pass on
+CUDA (:func:`batch_norm_relu`): the ReLU, a residual added before it, and the ReLU's gradient
+run inside the batch norm's kernels.
 """
 
 from __future__ import annotations
@@ -81,6 +84,30 @@ def _with_kernels(x: mx.array) -> bool:
     return on_cuda() and x.size <= cuda_norm.MAX_ELEMENTS
 
 
+def _scale_and_shift(weight, bias, mean, variance, eps):
+    scale = weight.astype(mx.float32) * mx.rsqrt(variance + eps)
+    return scale, bias.astype(mx.float32) - mean * scale
+
+
+def _input_gradient_terms(weight, mean, variance, eps, count, sums, statistic_cotangents):
+    """Per-channel ``(dy_scale, x_scale, constant)`` of ``dx = dy·dy_scale + x·x_scale +
+    constant``, and the weight's gradient, from ``sums = (Σdy, Σdy·(x - mean))``."""
+    sum_dy, sum_dy_centred = sums
+    d_mean, d_variance = statistic_cotangents
+    inv_std = mx.rsqrt(variance + eps)
+    scale = weight.astype(mx.float32) * inv_std
+    sum_dy_normalised = sum_dy_centred * inv_std
+    # dx = scale·(dy - mean(dy) - x̂·mean(dy·x̂)), with x̂ = (x - mean)·inv_std, written as
+    # per-channel coefficients of dy and x, so the one elementwise pass reads dy and x only
+    x_scale = -scale * inv_std * sum_dy_normalised / count
+    constant = -scale * sum_dy / count - x_scale * mean
+    # the statistics are outputs too: their cotangents (zero when only the running
+    # statistics use them) flow back through mean = Σx/M and variance = Σ(x - mean)²/M
+    x_scale = x_scale + 2 * d_variance / count
+    constant = constant + (d_mean - 2 * d_variance * mean) / count
+    return (scale, x_scale, constant), sum_dy_normalised
+
+
 @functools.cache
 def _batch_norm_fn(eps: float):
     """``(x, weight, bias) -> (y, mean, variance)`` over every axis but the last, statistics
@@ -96,8 +123,7 @@ def _batch_norm_fn(eps: float):
             x32 = _forward_float32(x)
             mean = mx.mean(x32, axis=axes)
             variance = mx.mean(mx.square(x32 - mean), axis=axes)
-        scale = weight.astype(mx.float32) * mx.rsqrt(variance + eps)
-        shift = bias.astype(mx.float32) - mean * scale
+        scale, shift = _scale_and_shift(weight, bias, mean, variance, eps)
         out_dtype = mx.result_type(x.dtype, weight.dtype)
         if kernels:
             y = cuda_norm.channel_affine(x, scale, shift, out_dtype)
@@ -111,36 +137,75 @@ def _batch_norm_fn(eps: float):
         dy, d_mean, d_variance = cotangents
         _, mean, variance = outputs
         kernels = _with_kernels(x)
-        count = x.size // x.shape[-1]
-        inv_std = mx.rsqrt(variance + eps)
-        scale = weight.astype(mx.float32) * inv_std
         if kernels:
-            sum_dy, sum_dy_centred = cuda_norm.channel_grad_sums(dy, x, mean)
+            sums = cuda_norm.channel_grad_sums(dy, x, mean)
         else:
             axes = tuple(range(x.ndim - 1))
             dy32 = dy.astype(mx.float32)
             sum_dy = dy32.sum(axis=axes)
-            sum_dy_centred = (dy32 * x).sum(axis=axes) - mean * sum_dy
-        sum_dy_normalised = sum_dy_centred * inv_std
-        # dx = scale·(dy - mean(dy) - x̂·mean(dy·x̂)), with x̂ = (x - mean)·inv_std, written as
-        # per-channel coefficients of dy and x, so the one elementwise pass reads dy and x only
-        x_coefficient = -scale * inv_std * sum_dy_normalised / count
-        constant = -scale * sum_dy / count - x_coefficient * mean
-        # the statistics are outputs too: their cotangents (zero when only the running
-        # statistics use them) flow back through mean = Σx/M and variance = Σ(x - mean)²/M
-        x_coefficient = x_coefficient + 2 * d_variance / count
-        constant = constant + (d_mean - 2 * d_variance * mean) / count
-        if kernels:
-            dx = cuda_norm.channel_affine_pair(dy, x, scale, x_coefficient, constant, x.dtype)
-        else:
-            dx = (scale * dy32 + x_coefficient * x + constant).astype(x.dtype)
-        return (
-            dx,
-            sum_dy_normalised.astype(weight.dtype),
-            sum_dy.astype(bias.dtype),
+            sums = sum_dy, (dy32 * x).sum(axis=axes) - mean * sum_dy
+        count = x.size // x.shape[-1]
+        terms, d_weight = _input_gradient_terms(
+            weight, mean, variance, eps, count, sums, (d_mean, d_variance)
         )
+        if kernels:
+            dx = cuda_norm.channel_affine_pair(dy, x, *terms, x.dtype)
+        else:
+            dy_scale, x_scale, constant = terms
+            dx = (dy_scale * dy32 + x_scale * x + constant).astype(x.dtype)
+        return dx, d_weight.astype(weight.dtype), sums[0].astype(bias.dtype)
 
     return batch_norm
+
+
+@functools.cache
+def _batch_norm_relu_fn(eps: float, residual: bool):
+    """``(x, weight, bias[, residual]) -> (relu(y [+ residual]), mean, variance)`` in the CUDA
+    kernels, with ``y`` as :func:`_batch_norm_fn` gives it. The ReLU's gradient is taken from
+    the output: without a residual the backward kernels mask ``dy`` themselves; with one, the
+    masked ``dy`` is the residual's gradient, so it is computed once and used by both."""
+
+    def forward(x, weight, bias, *rest):
+        mean, variance = cuda_norm.channel_stats(x)
+        scale, shift = _scale_and_shift(weight, bias, mean, variance, eps)
+        out_dtype = mx.result_type(x.dtype, weight.dtype, *(r.dtype for r in rest))
+        y = cuda_norm.channel_affine(
+            x, scale, shift, out_dtype, relu=True, residual=rest[0] if rest else None
+        )
+        return y, mean, variance
+
+    def vjp(primals, cotangents, outputs):
+        x, weight, bias, *rest = primals
+        d_out, d_mean, d_variance = cotangents
+        y, mean, variance = outputs
+        if rest:
+            dy, relu_output = d_out * (y > 0), None
+        else:
+            dy, relu_output = d_out, y
+        sums = cuda_norm.channel_grad_sums(dy, x, mean, relu_output)
+        count = x.size // x.shape[-1]
+        terms, d_weight = _input_gradient_terms(
+            weight, mean, variance, eps, count, sums, (d_mean, d_variance)
+        )
+        dx = cuda_norm.channel_affine_pair(dy, x, *terms, x.dtype, relu_output)
+        gradients = (dx, d_weight.astype(weight.dtype), sums[0].astype(bias.dtype))
+        return gradients + tuple(dy.astype(r.dtype) for r in rest)
+
+    if residual:
+
+        @mx.custom_function
+        def batch_norm_add_relu(x, weight, bias, residual):
+            return forward(x, weight, bias, residual)
+
+        batch_norm_add_relu.vjp(vjp)
+        return batch_norm_add_relu
+
+    @mx.custom_function
+    def batch_norm_relu(x, weight, bias):
+        return forward(x, weight, bias)
+
+    batch_norm_relu.vjp(vjp)
+    return batch_norm_relu
 
 
 def batch_norm(
@@ -159,6 +224,33 @@ def batch_norm(
         ((4, 3, 3, 2), True)
     """
     return _batch_norm_fn(float(eps))(x, weight, bias)
+
+
+def batch_norm_relu(
+    x: mx.array,
+    weight: mx.array,
+    bias: mx.array,
+    eps: float = 1e-5,
+    residual: mx.array | None = None,
+) -> tuple[mx.array, mx.array, mx.array]:
+    """:func:`batch_norm` followed by ``relu(y + residual)`` (``residual`` optional): returns
+    that, the mean and the biased variance. On CUDA it is one custom function whose kernels
+    apply the ReLU and mask the gradient with its output; elsewhere it is :func:`batch_norm`
+    and :func:`relu`.
+
+    Example:
+        >>> x = mx.random.normal((4, 3, 3, 2))
+        >>> y, mean, variance = batch_norm_relu(x, mx.ones(2), mx.zeros(2))
+        >>> (y >= 0).all().item(), mean.shape
+        (True, (2,))
+    """
+    if residual is not None and residual.shape != x.shape:
+        raise ValueError(f"residual: expected the input's shape {x.shape}, got {residual.shape}")
+    if _with_kernels(x):
+        extra = () if residual is None else (residual,)
+        return _batch_norm_relu_fn(float(eps), residual is not None)(x, weight, bias, *extra)
+    y, mean, variance = batch_norm(x, weight, bias, eps)
+    return relu(y if residual is None else y + residual), mean, variance
 
 
 class BatchNorm(nn.BatchNorm):
@@ -182,13 +274,40 @@ class BatchNorm(nn.BatchNorm):
     """
 
     def __call__(self, x: mx.array) -> mx.array:
-        if not fast_conv_enabled() or x.ndim < 2 or x.ndim > 4:
+        if not self._fast(x):
             return super().__call__(x)
         if not self.training:
             # float32 running statistics would promote a bfloat16 output to float32, and with
             # it every layer after this one
             dtype = mx.result_type(x.dtype, self.weight.dtype) if "weight" in self else x.dtype
             return super().__call__(x).astype(dtype)
+        return self._training_pass(x, batch_norm)
+
+    def relu(self, x: mx.array, residual: mx.array | None = None) -> mx.array:
+        """``relu(self(x) + residual)`` (``residual`` optional). In training mode on CUDA it
+        is one pass (:func:`batch_norm_relu`); elsewhere it is the layers one after the other,
+        the ReLU's gradient taken from its output.
+
+        Example:
+            >>> norm = BatchNorm(3)
+            >>> y = norm.relu(mx.random.normal((8, 5, 5, 3)), residual=mx.ones((8, 5, 5, 3)))
+            >>> (y >= 0).all().item()
+            True
+        """
+        if not (self._fast(x) and self.training):
+            y = self(x)
+            y = y if residual is None else y + residual
+            return relu(y) if self.training else mx.maximum(y, 0)
+
+        def normalise(x, weight, bias, eps):
+            return batch_norm_relu(x, weight, bias, eps, residual=residual)
+
+        return self._training_pass(x, normalise)
+
+    def _fast(self, x: mx.array) -> bool:
+        return fast_conv_enabled() and 2 <= x.ndim <= 4
+
+    def _training_pass(self, x: mx.array, normalise) -> mx.array:
         count = x.size // x.shape[-1]
         if count == 1:
             raise ValueError("BatchNorm training requires more than one value per channel.")
@@ -196,7 +315,7 @@ class BatchNorm(nn.BatchNorm):
             weight, bias = self.weight, self.bias
         else:
             weight, bias = mx.ones(x.shape[-1], x.dtype), mx.zeros(x.shape[-1], x.dtype)
-        y, mean, variance = batch_norm(x, weight, bias, self.eps)
+        y, mean, variance = normalise(x, weight, bias, self.eps)
         if self.track_running_stats:
             mean, variance = mx.stop_gradient(mean), mx.stop_gradient(variance)
             momentum = self.momentum
@@ -204,3 +323,21 @@ class BatchNorm(nn.BatchNorm):
             self.running_mean = (1 - momentum) * self.running_mean + momentum * mean
             self.running_var = (1 - momentum) * self.running_var + momentum * unbiased
         return y
+
+
+def norm_relu(
+    norm: nn.Module, x: mx.array, activation: nn.Module, residual: mx.array | None = None
+) -> mx.array:
+    """``activation(norm(x) + residual)`` (``residual`` optional), as models write a batch
+    norm followed by a ReLU. When ``norm`` is this module's :class:`BatchNorm` and
+    ``activation`` a ReLU, it is :meth:`BatchNorm.relu`: one pass in training on CUDA.
+
+    Example:
+        >>> y = norm_relu(nn.BatchNorm(3), mx.random.normal((8, 5, 5, 3)), nn.ReLU())
+        >>> (y >= 0).all().item()
+        True
+    """
+    if isinstance(norm, BatchNorm) and isinstance(activation, nn.ReLU):
+        return norm.relu(x, residual)
+    y = norm(x)
+    return activation(y if residual is None else y + residual)

@@ -135,10 +135,16 @@ def test_without_affine_or_running_statistics():
 def test_eval_mode_and_exporters_get_mlx_exactly():
     mx.random.seed(4)
     x = mx.random.normal((4, 3, 3, 2))
+    residual = mx.random.normal((4, 3, 3, 2))
     fast, plain = BatchNorm(2), nn.BatchNorm(2)
     fast.running_mean = plain.running_mean = mx.array([0.5, -1.0])
     fast.running_var = plain.running_var = mx.array([2.0, 0.3])
-    assert mx.array_equal(fast.eval()(x), plain.eval()(x))
+    fast.weight = plain.weight = mx.array([1.5, -0.5])
+    fast.bias = plain.bias = mx.array([0.25, 2.0])
+    expected = plain.eval()(x)
+    assert mx.array_equal(fast.eval()(x), expected)
+    assert mx.array_equal(fast.relu(x), mx.maximum(expected, 0))
+    assert mx.array_equal(fast.relu(x, residual), mx.maximum(expected + residual, 0))
     fast.train(), plain.train()
     with fast_conv_disabled():
         assert mx.array_equal(fast(x), plain(x))

@@ -14,6 +14,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ..ops.norm import norm_relu
+
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round ``value`` to a multiple of ``divisor``, never below 90% of ``value`` (MobileNet rule).
@@ -51,6 +53,8 @@ class ConvNormAct(nn.Sequential):
 
     ``activation=None`` leaves the activation out (two layers, as in torchvision). The
     convolution has a bias only when there is no norm layer, unless ``bias`` says otherwise.
+    The norm and the activation run as :func:`mlxvision.ops.norm_relu`: one pass for a batch
+    norm and a ReLU of :func:`~mlxvision.ops.use_fast_layers`.
 
     Example:
         >>> block = ConvNormAct(3, 8, kernel_size=3, stride=2)
@@ -80,6 +84,12 @@ class ConvNormAct(nn.Sequential):
         if activation is not None:
             layers.append(activation())
         super().__init__(*layers)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if len(self.layers) == 3:  # convolution, norm, activation
+            convolution, norm, activation = self.layers
+            return norm_relu(norm, convolution(x), activation)
+        return super().__call__(x)
 
 
 class SqueezeExcitation(nn.Module):

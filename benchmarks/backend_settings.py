@@ -11,7 +11,7 @@ Usage::
 
     python benchmarks/backend_settings.py [--device gpu] [--model resnet18] [--batch-size 512]
         [--precision bfloat16] [--steps 20] [--warmup 3] [--repeats 2]
-        [--settings "default;MLX_CUDA_GRAPH_CACHE_SIZE=1000;MLX_USE_CUDA_GRAPHS=0"]
+        [--settings "default;MLX_MAX_OPS_PER_BUFFER=1;MLXVISION_DIRECT_LAUNCH=default"]
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import subprocess
 import sys
 import time
 
-DEFAULT_SETTINGS = "default;MLX_MAX_OPS_PER_BUFFER=20;MLX_CUDA_GRAPH_CACHE_SIZE=1000"
+# import mlxvision's choice, one operation per commit (less memory), and MLX's CUDA graphs
+DEFAULT_SETTINGS = "default;MLX_MAX_OPS_PER_BUFFER=1;MLXVISION_DIRECT_LAUNCH=default"
 
 
 def parse_setting(text: str) -> dict[str, str]:

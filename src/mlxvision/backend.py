@@ -228,7 +228,7 @@ def tune_cuda_graphs() -> str:
 
     if not mx.cuda.is_available():
         return os.environ.get("MLX_MAX_OPS_PER_BUFFER", "")
-    decided, setting = _mlx_variable_or_setting("MLX_USE_CUDA_GRAPHS", "MLXVISION_DIRECT_LAUNCH")
+    decided, _ = _mlx_variable_or_setting("MLX_USE_CUDA_GRAPHS", "MLXVISION_DIRECT_LAUNCH")
     if decided is None:
         os.environ["MLX_USE_CUDA_GRAPHS"] = "0"
     decided, setting = _mlx_variable_or_setting(

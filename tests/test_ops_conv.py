@@ -193,8 +193,17 @@ def test_depthwise_taps_match_mlx_and_numpy(stride, padding, size):
         axis=-1,
     )
     assert_close(actual[0], mx.array(reference.astype(np.float32)))
+
+    # for inference, the same taps compiled into one pass; a gradient through them still holds
+    def compiled_taps(a, b):
+        return conv2d(a, b, stride, padding, groups=channels, inference=True)
+
+    assert mx.array_equal(compiled_taps(x, w), actual[0])
+    for a, e in zip(value_and_grads(compiled_taps, x, w, cotangent), expected, strict=True):
+        assert_close(a, e)
     with fast_conv_disabled():
         assert mx.array_equal(taps(x, w), plain(x, w))
+        assert mx.array_equal(compiled_taps(x, w), plain(x, w))
 
 
 def test_choose_plan_uses_mlx_off_the_cpu_and_when_disabled(monkeypatch):

@@ -225,6 +225,7 @@ def conv2d(
     groups: int = 1,
     *,
     method: str | ConvPlan = "auto",
+    inference: bool = False,
 ) -> mx.array:
     """:func:`mlx.core.conv2d` (NHWC input, OHWI weight), computed as ``method`` says.
 
@@ -232,7 +233,8 @@ def conv2d(
     (:func:`mlx.core.conv2d` and its own gradient), ``"im2col"`` (every pass as matrix products)
     or a :class:`ConvPlan`. Grouped or dilated convolutions run :func:`mlx.core.conv2d`, except
     that ``"auto"`` computes a depthwise one (one filter per channel) on the CPU as a sum of
-    shifted taps.
+    shifted taps; with ``inference=True`` (no gradient expected; the result is the same either
+    way) those taps run as one compiled pass.
 
     Example:
         >>> x = mx.random.normal((2, 8, 8, 3))
@@ -258,6 +260,8 @@ def conv2d(
         )
     depthwise = in_channels == 1 and groups == out_channels and dilation == (1, 1)
     if depthwise and method == "auto" and on_cpu() and fast_conv_enabled():
+        if inference:
+            return _compiled_depthwise_taps(stride, padding)(x, weight)
         return _depthwise_taps(x, weight, stride, padding)
     if groups != 1 or dilation != (1, 1) or method == "mlx":
         return mx.conv2d(x, weight, stride, padding, dilation, groups)
@@ -286,6 +290,18 @@ def _depthwise_taps(x: mx.array, weight: mx.array, stride: Pair, padding: Pair) 
             tap = rows * weight[:, i, j, 0]
             total = tap if total is None else total + tap
     return total
+
+
+@functools.cache
+def _compiled_depthwise_taps(stride: Pair, padding: Pair):
+    """:func:`_depthwise_taps` under :func:`mlx.core.compile`, which fuses its two passes per
+    tap into one: for inference only. On a 2-core CPU, batch 4 at 224 px, eval forward,
+    alternated in one process: MobileNetV2 305 → 255 ms, EfficientNet-B0 725 → 503 ms,
+    MobileNetV3-Large 214 → 182 ms. Training steps took 1-9% longer with it (uncompiled
+    ``value_and_grad`` of a compiled function), so they keep the plain taps. The first
+    compilation of the fused kernel takes about 1.6 s; MLX keeps it on disk for later
+    processes (0.3 s)."""
+    return mx.compile(lambda x, weight: _depthwise_taps(x, weight, stride, padding))
 
 
 # --- patches and their transpose ---------------------------------------------------------------

@@ -20,7 +20,8 @@ M = TypeVar("M", bound=nn.Module)
 class Conv2d(nn.Conv2d):
     """:class:`mlx.nn.Conv2d` (same arguments, parameters ``weight`` OHWI and ``bias``) whose
     convolution is :func:`mlxvision.ops.conv2d` with ``method="auto"``: on the CPU the
-    matmul lowerings where they measured faster, elsewhere :func:`mlx.core.conv2d`.
+    matmul lowerings where they measured faster, elsewhere :func:`mlx.core.conv2d`. In eval
+    mode it asks for ``inference=True``.
 
     ``MLXVISION_FAST_CONV=0`` or :func:`mlxvision.ops.fast_conv_disabled` make it compute
     exactly what :class:`mlx.nn.Conv2d` computes.
@@ -44,6 +45,7 @@ class Conv2d(nn.Conv2d):
             self.dilation,
             self.groups,
             method=self.method,
+            inference=not self.training,
         )
         if "bias" in self:
             y = y + self.bias

@@ -165,12 +165,22 @@ def test_grouped_and_dilated_fall_back_to_mlx_exactly():
     assert mx.array_equal(got, mx.conv2d(x, w, 1, 2, dilation=2))
 
 
-@pytest.mark.parametrize("stride,padding,size", [(1, 1, (9, 8)), (2, 1, (9, 8)), (2, 0, (7, 10))])
-def test_depthwise_taps_match_mlx_and_numpy(stride, padding, size):
+@pytest.mark.parametrize(
+    "stride,padding,size,kernel",
+    [
+        (1, 1, (9, 8), 3),
+        (2, 1, (9, 8), 3),
+        (2, 0, (7, 10), 3),
+        (1, 0, (7, 10), 3),
+        (1, 2, (9, 9), 5),
+    ],
+)
+def test_depthwise_taps_match_mlx_and_numpy(stride, padding, size, kernel):
+    """Stride 1 has a written gradient; the others MLX's gradient of the taps."""
     mx.random.seed(5)
     channels = 6
     x = mx.random.normal((2, *size, channels))
-    w = mx.random.normal((channels, 3, 3, 1))
+    w = mx.random.normal((channels, kernel, kernel, 1))
 
     def plain(a, b):
         return mx.conv2d(a, b, stride, padding, groups=channels)

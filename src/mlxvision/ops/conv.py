@@ -262,6 +262,8 @@ def conv2d(
     if depthwise and method == "auto" and on_cpu() and fast_conv_enabled():
         if inference:
             return _compiled_depthwise_taps(stride, padding)(x, weight)
+        if stride == (1, 1) and (kh, kw) == (3, 3):
+            return _unit_stride_depthwise_fn(padding)(x, weight)
         return _depthwise_taps(x, weight, stride, padding)
     if groups != 1 or dilation != (1, 1) or method == "mlx":
         return mx.conv2d(x, weight, stride, padding, dilation, groups)
@@ -290,6 +292,40 @@ def _depthwise_taps(x: mx.array, weight: mx.array, stride: Pair, padding: Pair) 
             tap = rows * weight[:, i, j, 0]
             total = tap if total is None else total + tap
     return total
+
+
+@functools.cache
+def _unit_stride_depthwise_fn(padding: Pair):
+    """Stride-1 :func:`_depthwise_taps` with a written gradient. The input gradient is the
+    full correlation of ``dy`` with the flipped filter (the same taps, on ``dy`` padded by
+    ``k - 1``), cropped to the input; MLX's own gradient of the taps writes each tap's slice
+    into a zero-filled copy of the padded input and adds the copies. Forward and backward of
+    one MobileNet layer on a 2-core CPU: 74 → 57 ms (4×56×56×144), 82 → 60 ms
+    (4×112×112×32); the same values (the taps are added in the same order). Training steps
+    at batch 4, 224 px: MobileNetV2 7% shorter (1,241 → 1,155 and 1,483 → 1,377 ms).
+    Used for 3×3 filters: with EfficientNet-B0's 5×5 ones too, its step took 5-10% longer."""
+
+    @mx.custom_function
+    def depthwise(x: mx.array, weight: mx.array) -> mx.array:
+        return _depthwise_taps(x, weight, (1, 1), padding)
+
+    @depthwise.vjp
+    def depthwise_vjp(primals, cotangent, output):
+        x, weight = primals
+        kh, kw = weight.shape[1:3]
+        (ph, pw), (ho, wo) = padding, cotangent.shape[1:3]
+        padded = _pad(x, padding)
+        weight_grad = [
+            (cotangent * padded[:, i : i + ho, j : j + wo, :]).sum(axis=(0, 1, 2))
+            for i in range(kh)
+            for j in range(kw)
+        ]
+        weight_grad = mx.stack(weight_grad, axis=1).reshape(weight.shape).astype(weight.dtype)
+        flipped = weight[:, ::-1, ::-1, :]
+        full = _depthwise_taps(cotangent, flipped, (1, 1), (kh - 1, kw - 1))
+        return full[:, ph : ph + x.shape[1], pw : pw + x.shape[2], :], weight_grad
+
+    return depthwise
 
 
 @functools.cache

@@ -159,13 +159,14 @@ def _batch_norm_fn(eps: float):
 
 
 @functools.cache
-def _batch_norm_relu_fn(eps: float, residual: bool):
+def _batch_norm_relu_fn(eps: float):
     """``(x, weight, bias[, residual]) -> (relu(y [+ residual]), mean, variance)`` in the CUDA
     kernels, with ``y`` as :func:`_batch_norm_fn` gives it. The ReLU's gradient is taken from
     the output: without a residual the backward kernels mask ``dy`` themselves; with one, the
     masked ``dy`` is the residual's gradient, so it is computed once and used by both."""
 
-    def forward(x, weight, bias, *rest):
+    @mx.custom_function
+    def batch_norm_relu(x, weight, bias, *rest):
         mean, variance = cuda_norm.channel_stats(x)
         scale, shift = _scale_and_shift(weight, bias, mean, variance, eps)
         out_dtype = mx.result_type(x.dtype, weight.dtype, *(r.dtype for r in rest))
@@ -174,8 +175,9 @@ def _batch_norm_relu_fn(eps: float, residual: bool):
         )
         return y, mean, variance
 
-    def vjp(primals, cotangents, outputs):
-        x, weight, bias, *rest = primals
+    @batch_norm_relu.vjp
+    def batch_norm_relu_vjp(primals, cotangents, outputs):
+        x, weight, bias, *rest = primals  # three inputs or more: a tuple
         d_out, d_mean, d_variance = cotangents
         y, mean, variance = outputs
         if rest:
@@ -191,20 +193,6 @@ def _batch_norm_relu_fn(eps: float, residual: bool):
         gradients = (dx, d_weight.astype(weight.dtype), sums[0].astype(bias.dtype))
         return gradients + tuple(dy.astype(r.dtype) for r in rest)
 
-    if residual:
-
-        @mx.custom_function
-        def batch_norm_add_relu(x, weight, bias, residual):
-            return forward(x, weight, bias, residual)
-
-        batch_norm_add_relu.vjp(vjp)
-        return batch_norm_add_relu
-
-    @mx.custom_function
-    def batch_norm_relu(x, weight, bias):
-        return forward(x, weight, bias)
-
-    batch_norm_relu.vjp(vjp)
     return batch_norm_relu
 
 
@@ -248,7 +236,7 @@ def batch_norm_relu(
         raise ValueError(f"residual: expected the input's shape {x.shape}, got {residual.shape}")
     if _with_kernels(x):
         extra = () if residual is None else (residual,)
-        return _batch_norm_relu_fn(float(eps), residual is not None)(x, weight, bias, *extra)
+        return _batch_norm_relu_fn(float(eps))(x, weight, bias, *extra)
     y, mean, variance = batch_norm(x, weight, bias, eps)
     return relu(y if residual is None else y + residual), mean, variance
 

@@ -356,9 +356,23 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit("--device gpu: PyTorch sees no CUDA GPU")
 
     info = mlxvision.info()
-    load_start = os.getloadavg()[0]
+    print(f"command: `python {' '.join(sys.argv)}`\n")
+    print(
+        f"mlxvision {info['mlxvision']}, mlx {info['mlx']}, torch {torch_version}, "
+        f"Python {info['python']}, {info['platform']} ({info['cpu']})"
+        f", MLX device {info['device']}, BLAS {info['blas']}, "
+        f"torch threads {args.threads if not gpu else '-'}, malloc keeps freed memory: {kept}, "
+        f"batch {args.batch_size}, precision {args.precision}, "
+        f"{args.steps} steps × {args.repeats} interleaved repeats, "
+        f"load average {os.getloadavg()[0]:.2f} at start\n"
+    )
+    ref = "torch" if "torch" in variants else variants[0]
+    print(
+        f"| model | variant | train img/s (min–max) | vs {ref} | eval img/s (min–max) "
+        f"| vs {ref} | peak memory MB |"
+    )
+    print("|---|---|---|---|---|---|---|", flush=True)
     rng = np.random.default_rng(0)
-    rows = []
     for name in models:
         size = image_size_of(name, args.image_size)
         images, labels = random_batch(rng, args.batch_size, size)
@@ -386,39 +400,26 @@ def main(argv: list[str] | None = None) -> None:
                 )
         base = runners.get("torch") or (None if "torch" in variants else runners[variants[0]])
         for variant, runner in runners.items():
-            rows.append((f"{name} ({size}×{size})", variant, runner, base))
-        print(f"done: {name} (load average {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+            print(table_row(f"{name} ({size}×{size})", variant, runner, base, gpu), flush=True)
+    print(f"\nload average {os.getloadavg()[0]:.2f} at end")
 
-    print(f"command: `python {' '.join(sys.argv)}`\n")
-    print(
-        f"mlxvision {info['mlxvision']}, mlx {info['mlx']}, torch {torch_version}, "
-        f"Python {info['python']}, {info['platform']} ({info['cpu']})"
-        f", MLX device {info['device']}, BLAS {info['blas']}, "
-        f"torch threads {args.threads if not gpu else '-'}, malloc keeps freed memory: {kept}, "
-        f"batch {args.batch_size}, precision {args.precision}, "
-        f"{args.steps} steps × {args.repeats} interleaved repeats, "
-        f"load average {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end\n"
-    )
-    ref = "torch" if "torch" in variants else variants[0]
-    print(
-        f"| model | variant | train img/s (min–max) | vs {ref} | eval img/s (min–max) "
-        f"| vs {ref} | peak memory MB |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for name, variant, runner, base in rows:
-        cells = []
-        for kind in ("train", "eval"):
-            values = runner.samples[kind]
-            median = statistics.median(values)
-            ratio = "– (no peer)"
-            if base is not None:
-                pairs = zip(values, base.samples[kind], strict=True)
-                ratio = f"{statistics.median(v / b for v, b in pairs):.2f}×"  # per repeat
-            cells.append(f"{median:.1f} ({min(values):.1f}–{max(values):.1f}) | {ratio}")
-        memory = f"{runner.memory / 2**20:.0f}"
-        if variant == "torch" and not gpu:
-            memory += " (RSS growth)"
-        print(f"| {name} | {variant} | " + " | ".join(cells) + f" | {memory} |")
+
+def table_row(model: str, variant: str, runner: Runner, base: Runner | None, gpu: bool) -> str:
+    """One markdown row: median images/s (spread) and the per-repeat median ratio to ``base``
+    for training and inference, and the peak memory."""
+    cells = []
+    for kind in ("train", "eval"):
+        values = runner.samples[kind]
+        median = statistics.median(values)
+        ratio = "– (no peer)"
+        if base is not None:
+            pairs = zip(values, base.samples[kind], strict=True)
+            ratio = f"{statistics.median(v / b for v, b in pairs):.2f}×"  # per repeat
+        cells.append(f"{median:.1f} ({min(values):.1f}–{max(values):.1f}) | {ratio}")
+    memory = f"{runner.memory / 2**20:.0f}"
+    if variant == "torch" and not gpu:
+        memory += " (RSS growth)"
+    return f"| {model} | {variant} | " + " | ".join(cells) + f" | {memory} |"
 
 
 if __name__ == "__main__":

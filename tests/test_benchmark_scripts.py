@@ -59,3 +59,19 @@ def test_backend_settings_runs_each_setting_in_its_own_process():
         command[:-1] + ["MLX_BFS_MAX_WIDTH"], cwd=BENCHMARKS, capture_output=True, text=True
     )
     assert bad.returncode == 2 and "expected default or NAME=VALUE" in bad.stderr
+
+
+def test_run_ahead_memory_prints_a_row_per_memory_limit():
+    command = [sys.executable, "run_ahead_memory.py", "--device", "cpu", "--model", "simple_cnn"]
+    command += ["--batch-size", "4", "--steps", "1", "--warmup", "0", "--precision", "float32"]
+    done = subprocess.run(
+        command + ["--limits", "none,1"], cwd=BENCHMARKS, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1:4] for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert [row[0].strip() for row in rows[1:]] == ["MLX's default", "1"]
+    assert all(float(row[1].replace(",", "")) > 0 for row in rows[1:])
+    bad = subprocess.run(
+        command + ["--limits", "none,-5"], cwd=BENCHMARKS, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "--limits" in bad.stderr and "'-5'" in bad.stderr

@@ -3,11 +3,19 @@ NumPy (float64), and a compiled bfloat16 pass's memory, where MLX runs on a CUDA
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import mlx.core as mx
 import numpy as np
 import pytest
 
 from mlxvision.ops.cuda_norm import (
+    _CHANNELS_PER_BLOCK,
+    _ROW_LANES,
+    _VALUES_PER_THREAD,
+    HEADER,
+    KERNELS,
     channel_affine,
     channel_affine_pair,
     channel_grad_sums,
@@ -168,3 +176,46 @@ def test_compiled_bfloat16_pass_keeps_no_float32_copy_of_the_input():
     # the output (kept for y·y's gradient), its gradient and dx: about 3 inputs' worth; a
     # float32 copy of x kept between the passes would add 2
     assert peak < 4.5, peak
+
+
+NVCC = shutil.which("nvcc")
+
+
+@pytest.mark.skipif(NVCC is None, reason="needs CUDA's compiler, nvcc")
+def test_every_kernel_source_compiles_with_nvcc(tmp_path):
+    """The kernels compile on a machine without a GPU, in the signature MLX generates for them
+    (each input a pointer, then its shape where the source reads it; the outputs; the
+    template constants, here every one any kernel uses): a mistake in a source fails here
+    rather than on first use."""
+    prelude = [
+        "#include <cuda_bf16.h>",
+        "#include <cuda_fp16.h>",
+        "#include <cooperative_groups.h>",
+        "#include <cuda/std/array>",
+        "#include <cstdint>",
+        "using Shape = cuda::std::array<int32_t, 10>;  // MLX's type for an input's shape",
+        HEADER,
+        "namespace cg = cooperative_groups;",
+    ]
+    half = {"x", "dy", "y", "residual", "dx"}  # bfloat16; the rest float32
+    constants = {"TC": _CHANNELS_PER_BLOCK, "TR": _ROW_LANES, "V": _VALUES_PER_THREAD}
+    constants.update(M=512 * 32 * 32, C=64, ROWS=512, N=512 * 32 * 32 * 64)  # a ResNet layer's
+    kernels = []
+    for name, (inputs, outputs, source) in KERNELS.items():
+        params = []
+        for arg in inputs:
+            params.append(f"const {'__nv_bfloat16' if arg in half else 'float'}* {arg}")
+            if f"{arg}_shape" in source:
+                params.append(f"const __grid_constant__ Shape {arg}_shape")
+        params += [f"{'__nv_bfloat16' if arg in half else 'float'}* {arg}" for arg in outputs]
+        body = "".join(f"    constexpr int {k} = {v};\n" for k, v in constants.items())
+        kernels.append(f"__global__ void {name}({', '.join(params)}) {{\n{body}{source}\n}}")
+    path = tmp_path / "kernels.cu"
+    path.write_text("\n".join(prelude + kernels) + "\n")
+    done = subprocess.run(
+        [NVCC, "-arch=sm_90", "-c", str(path), "-o", str(tmp_path / "kernels.o")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -33,7 +33,8 @@ _VALUES_PER_THREAD = 8  # elementwise kernels
 _ELEMENTWISE_THREADS = 256
 MAX_ELEMENTS = 2**31 - 1  # the kernels take sizes as int constants
 
-_STORE = """
+# the kernels' shared header: float results stored in each output dtype
+HEADER = """
 __device__ inline void mlxvision_store(float* out, float value) { *out = value; }
 __device__ inline void mlxvision_store(__nv_bfloat16* out, float value) {
     *out = __float2bfloat16_rn(value);
@@ -186,25 +187,30 @@ _AFFINE_PAIR_SOURCE = _ELEMENTWISE.replace("VALUE", _AFFINE_PAIR.replace("DY", _
 _MASKED_AFFINE_PAIR_SOURCE = _ELEMENTWISE.replace("VALUE", _AFFINE_PAIR.replace("DY", _MASKED_DY))
 
 
+_PAIR = ["dy", "x", "dy_scale", "x_scale", "shift"]
+# name: input names, output names, source (its constants: the sizes M, C, ROWS, N and the
+# block shape TC, TR, V; see _column_sums and _elementwise)
+KERNELS = {
+    "stats": (["x"], ["out"], _STATS_SOURCE),
+    "grad_sums": (["dy", "x", "mean"], ["out"], _GRAD_SUMS_SOURCE),
+    "masked_grad_sums": (["dy", "x", "mean", "y"], ["out"], _MASKED_GRAD_SUMS_SOURCE),
+    "affine": (["x", "scale", "shift"], ["y"], _AFFINE_SOURCE),
+    "affine_relu": (["x", "scale", "shift"], ["y"], _AFFINE_RELU_SOURCE),
+    "affine_add_relu": (["x", "scale", "shift", "residual"], ["y"], _AFFINE_ADD_RELU_SOURCE),
+    "affine_pair": (_PAIR, ["dx"], _AFFINE_PAIR_SOURCE),
+    "masked_affine_pair": ([*_PAIR, "y"], ["dx"], _MASKED_AFFINE_PAIR_SOURCE),
+}
+
+
 @functools.cache
 def _kernel(name: str):
-    pair = ["dy", "x", "dy_scale", "x_scale", "shift"]
-    inputs, outputs, source = {
-        "stats": (["x"], ["out"], _STATS_SOURCE),
-        "grad_sums": (["dy", "x", "mean"], ["out"], _GRAD_SUMS_SOURCE),
-        "masked_grad_sums": (["dy", "x", "mean", "y"], ["out"], _MASKED_GRAD_SUMS_SOURCE),
-        "affine": (["x", "scale", "shift"], ["y"], _AFFINE_SOURCE),
-        "affine_relu": (["x", "scale", "shift"], ["y"], _AFFINE_RELU_SOURCE),
-        "affine_add_relu": (["x", "scale", "shift", "residual"], ["y"], _AFFINE_ADD_RELU_SOURCE),
-        "affine_pair": (pair, ["dx"], _AFFINE_PAIR_SOURCE),
-        "masked_affine_pair": ([*pair, "y"], ["dx"], _MASKED_AFFINE_PAIR_SOURCE),
-    }[name]
+    inputs, outputs, source = KERNELS[name]
     return mx.fast.cuda_kernel(
         name=f"mlxvision_bn_{name}",
         input_names=inputs,
         output_names=outputs,
         source=source,
-        header=_STORE,
+        header=HEADER,
     )
 
 

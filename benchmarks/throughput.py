@@ -6,7 +6,8 @@ models). At 64 pixels or less the ImageNet ResNets use their CIFAR stem. The PyT
 the tutorial CNN, the CIFAR ResNets (``resnet20`` … ``resnet110``) and ResNet-18 with the
 CIFAR stem are written below with the same layers; the ImageNet models whose architecture
 mirrors torchvision's (ResNets, MobileNets, EfficientNet-B0, ConvNeXt-Tiny, VGG-BN) use
-torchvision's, when it is installed. Models without a peer get mlxvision rows only. PyTorch
+torchvision's, when it is installed, at any size (at 64 pixels or less the ResNets' stem
+replaced as mlxvision's is). Models without a peer get mlxvision rows only. PyTorch
 runs eager with ``channels_last``; it is optional.
 
 Variants (``--variants``, comma-separated):
@@ -144,12 +145,16 @@ def torch_model(name: str, image_size: int):
         return ResNet(CifarBlock, (16, 32, 64), (blocks,) * 3, 16)
     if name == "resnet18" and cifar_stem:
         return ResNet(BasicBlock, (64, 128, 256, 512), (2, 2, 2, 2), 64)
-    if name in TORCHVISION_PEERS and not cifar_stem:
+    if name in TORCHVISION_PEERS:
         try:
             import torchvision
         except ImportError:
             return None
-        return getattr(torchvision.models, name)(num_classes=NUM_CLASSES)
+        model = getattr(torchvision.models, name)(num_classes=NUM_CLASSES)
+        if cifar_stem and name.startswith("resnet"):  # as mlxvision's cifar_stem=True
+            model.conv1 = tnn.Conv2d(3, 64, 3, 1, 1, bias=False)
+            model.maxpool = tnn.Identity()
+        return model
     return None
 
 

@@ -173,10 +173,16 @@ def test_grouped_and_dilated_fall_back_to_mlx_exactly():
         (2, 0, (7, 10), 3),
         (1, 0, (7, 10), 3),
         (1, 2, (9, 9), 5),
+        # inputs smaller than the filter: taps that read only padding are left out
+        (1, 3, (2, 2), 7),
+        (1, 3, (1, 4), 7),
+        (1, 1, (1, 1), 3),
+        (2, 2, (1, 3), 5),
+        (5, 4, (1, 1), 3),  # every tap reads padding only: zeros
     ],
 )
 def test_depthwise_taps_match_mlx_and_numpy(stride, padding, size, kernel):
-    """Stride 1 has a written gradient; the others MLX's gradient of the taps."""
+    """Stride-1 3×3 filters have a written gradient; the others MLX's gradient of the taps."""
     mx.random.seed(5)
     channels = 6
     x = mx.random.normal((2, *size, channels))

@@ -285,13 +285,34 @@ def _depthwise_taps(x: mx.array, weight: mx.array, stride: Pair, padding: Pair) 
     (kh, kw), (sh, sw) = weight.shape[1:3], stride
     padded = _pad(x, padding)
     ho, wo = _out_size(padded.shape[1], kh, sh), _out_size(padded.shape[2], kw, sw)
+    live_rows = _live_taps(kh, sh, ho, padding[0], x.shape[1])
+    live_columns = _live_taps(kw, sw, wo, padding[1], x.shape[2])
     total = None
-    for i in range(kh):
-        for j in range(kw):
+    for i in live_rows:
+        for j in live_columns:
             rows = padded[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
             tap = rows * weight[:, i, j, 0]
             total = tap if total is None else total + tap
+    if total is None:  # every tap reads padding only
+        return mx.zeros((x.shape[0], ho, wo, x.shape[-1]), mx.result_type(x, weight))
     return total
+
+
+def _live_taps(kernel: int, stride: int, out: int, padding: int, size: int) -> list[int]:
+    """The filter offsets along one axis whose window meets the input somewhere: on an input
+    smaller than the filter (a 7×7 filter on 2×2 activations, as ConvNeXt's later stages at
+    32 pixels) the others read only the zero padding, and are left out.
+
+    Example:
+        >>> _live_taps(7, 1, 2, 3, 2), _live_taps(3, 1, 8, 1, 8)
+        ([2, 3, 4], [0, 1, 2])
+    """
+    live = []
+    for offset in range(kernel):
+        first = max(0, -(-(padding - offset) // stride))  # the first output row past the padding
+        if first < out and offset + stride * first - padding < size:
+            live.append(offset)
+    return live
 
 
 @functools.cache

@@ -179,10 +179,11 @@ def test_grouped_and_dilated_fall_back_to_mlx_exactly():
         (1, 1, (1, 1), 3),
         (2, 2, (1, 3), 5),
         (5, 4, (1, 1), 3),  # every tap reads padding only: zeros
+        (1, 4, (2, 3), 3),  # padding beyond the filter: the input gradient cropped
     ],
 )
 def test_depthwise_taps_match_mlx_and_numpy(stride, padding, size, kernel):
-    """Stride-1 3×3 filters have a written gradient; the others MLX's gradient of the taps."""
+    """Stride 1 has a written gradient; the other strides MLX's gradient of the taps."""
     mx.random.seed(5)
     channels = 6
     x = mx.random.normal((2, *size, channels))

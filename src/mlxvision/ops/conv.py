@@ -233,8 +233,9 @@ def conv2d(
     (:func:`mlx.core.conv2d` and its own gradient), ``"im2col"`` (every pass as matrix products)
     or a :class:`ConvPlan`. Grouped or dilated convolutions run :func:`mlx.core.conv2d`, except
     that ``"auto"`` computes a depthwise one (one filter per channel) on the CPU as a sum of
-    shifted taps; with ``inference=True`` (no gradient expected; the result is the same either
-    way) those taps run as one compiled pass.
+    shifted taps, leaving out those that read only padding, with a written gradient at stride
+    1; with ``inference=True`` (no gradient expected; the result is the same either way) those
+    taps run as one compiled pass.
 
     Example:
         >>> x = mx.random.normal((2, 8, 8, 3))

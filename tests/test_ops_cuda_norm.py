@@ -197,17 +197,20 @@ def test_every_kernel_source_compiles_with_nvcc(tmp_path):
         HEADER,
         "namespace cg = cooperative_groups;",
     ]
-    half = {"x", "dy", "y", "residual", "dx"}  # bfloat16; the rest float32
+
+    def ctype(name: str) -> str:  # the activations in bfloat16, the rest float32
+        return "__nv_bfloat16" if name in {"x", "dy", "y", "residual", "dx"} else "float"
+
     constants = {"TC": _CHANNELS_PER_BLOCK, "TR": _ROW_LANES, "V": _VALUES_PER_THREAD}
     constants.update(M=512 * 32 * 32, C=64, ROWS=512, N=512 * 32 * 32 * 64)  # a ResNet layer's
     kernels = []
     for name, (inputs, outputs, source) in KERNELS.items():
         params = []
         for arg in inputs:
-            params.append(f"const {'__nv_bfloat16' if arg in half else 'float'}* {arg}")
+            params.append(f"const {ctype(arg)}* {arg}")
             if f"{arg}_shape" in source:
                 params.append(f"const __grid_constant__ Shape {arg}_shape")
-        params += [f"{'__nv_bfloat16' if arg in half else 'float'}* {arg}" for arg in outputs]
+        params += [f"{ctype(arg)}* {arg}" for arg in outputs]
         body = "".join(f"    constexpr int {k} = {v};\n" for k, v in constants.items())
         kernels.append(f"__global__ void {name}({', '.join(params)}) {{\n{body}{source}\n}}")
     path = tmp_path / "kernels.cu"

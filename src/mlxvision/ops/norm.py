@@ -89,11 +89,13 @@ def _scale_and_shift(weight, bias, mean, variance, eps):
     return scale, bias.astype(mx.float32) - mean * scale
 
 
-def _input_gradient_terms(weight, mean, variance, eps, count, sums, statistic_cotangents):
+def _input_gradient_terms(weight, eps, x, sums, statistics):
     """Per-channel ``(dy_scale, x_scale, constant)`` of ``dx = dy·dy_scale + x·x_scale +
-    constant``, and the weight's gradient, from ``sums = (Σdy, Σdy·(x - mean))``."""
+    constant``, and the weight's gradient, from ``sums = (Σdy, Σdy·(x - mean))`` and
+    ``statistics = (mean, variance, their cotangents)``."""
     sum_dy, sum_dy_centred = sums
-    d_mean, d_variance = statistic_cotangents
+    mean, variance, d_mean, d_variance = statistics
+    count = x.size // x.shape[-1]
     inv_std = mx.rsqrt(variance + eps)
     scale = weight.astype(mx.float32) * inv_std
     sum_dy_normalised = sum_dy_centred * inv_std
@@ -106,6 +108,16 @@ def _input_gradient_terms(weight, mean, variance, eps, count, sums, statistic_co
     x_scale = x_scale + 2 * d_variance / count
     constant = constant + (d_mean - 2 * d_variance * mean) / count
     return (scale, x_scale, constant), sum_dy_normalised
+
+
+def _kernel_gradients(x, weight, bias, eps, dy, statistics, relu_output=None):
+    """``(dx, dweight, dbias)`` of the batch norm through the CUDA kernels, ``dy`` counted only
+    where ``relu_output > 0`` when it is given."""
+    mean = statistics[0]
+    sums = cuda_norm.channel_grad_sums(dy, x, mean, relu_output)
+    terms, d_weight = _input_gradient_terms(weight, eps, x, sums, statistics)
+    dx = cuda_norm.channel_affine_pair(dy, x, *terms, x.dtype, relu_output)
+    return dx, d_weight.astype(weight.dtype), sums[0].astype(bias.dtype)
 
 
 @functools.cache
@@ -136,24 +148,17 @@ def _batch_norm_fn(eps: float):
         x, weight, bias = primals
         dy, d_mean, d_variance = cotangents
         _, mean, variance = outputs
-        kernels = _with_kernels(x)
-        if kernels:
-            sums = cuda_norm.channel_grad_sums(dy, x, mean)
-        else:
-            axes = tuple(range(x.ndim - 1))
-            dy32 = dy.astype(mx.float32)
-            sum_dy = dy32.sum(axis=axes)
-            sums = sum_dy, (dy32 * x).sum(axis=axes) - mean * sum_dy
-        count = x.size // x.shape[-1]
-        terms, d_weight = _input_gradient_terms(
-            weight, mean, variance, eps, count, sums, (d_mean, d_variance)
-        )
-        if kernels:
-            dx = cuda_norm.channel_affine_pair(dy, x, *terms, x.dtype)
-        else:
-            dy_scale, x_scale, constant = terms
-            dx = (dy_scale * dy32 + x_scale * x + constant).astype(x.dtype)
-        return dx, d_weight.astype(weight.dtype), sums[0].astype(bias.dtype)
+        statistics = (mean, variance, d_mean, d_variance)
+        if _with_kernels(x):
+            return _kernel_gradients(x, weight, bias, eps, dy, statistics)
+        axes = tuple(range(x.ndim - 1))
+        dy32 = dy.astype(mx.float32)
+        sum_dy = dy32.sum(axis=axes)
+        sums = sum_dy, (dy32 * x).sum(axis=axes) - mean * sum_dy
+        terms, d_weight = _input_gradient_terms(weight, eps, x, sums, statistics)
+        dy_scale, x_scale, constant = terms
+        dx = (dy_scale * dy32 + x_scale * x + constant).astype(x.dtype)
+        return dx, d_weight.astype(weight.dtype), sum_dy.astype(bias.dtype)
 
     return batch_norm
 
@@ -184,13 +189,8 @@ def _batch_norm_relu_fn(eps: float):
             dy, relu_output = d_out * (y > 0), None
         else:
             dy, relu_output = d_out, y
-        sums = cuda_norm.channel_grad_sums(dy, x, mean, relu_output)
-        count = x.size // x.shape[-1]
-        terms, d_weight = _input_gradient_terms(
-            weight, mean, variance, eps, count, sums, (d_mean, d_variance)
-        )
-        dx = cuda_norm.channel_affine_pair(dy, x, *terms, x.dtype, relu_output)
-        gradients = (dx, d_weight.astype(weight.dtype), sums[0].astype(bias.dtype))
+        statistics = (mean, variance, d_mean, d_variance)
+        gradients = _kernel_gradients(x, weight, bias, eps, dy, statistics, relu_output)
         return gradients + tuple(dy.astype(r.dtype) for r in rest)
 
     return batch_norm_relu

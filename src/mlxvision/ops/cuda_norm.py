@@ -31,7 +31,7 @@ _TARGET_BLOCKS = 2048  # enough blocks to fill an H200's 132 SMs several times
 _MIN_CHUNK_ROWS = 64
 _VALUES_PER_THREAD = 8  # elementwise kernels
 _ELEMENTWISE_THREADS = 256
-MAX_ELEMENTS = 2**31 - 1  # the kernels take sizes as int constants
+MAX_ELEMENTS = 2**31 - 1  # the kernels read sizes from MLX's int32 shapes
 
 # the kernels' shared header: float results stored in each output dtype
 HEADER = """
@@ -49,6 +49,9 @@ __device__ inline void mlxvision_store(__half* out, float value) { *out = __floa
 # One zero-filled output holds the two results (2·C), the partial sums (2·chunks·C) and the
 # arrival counters (one per column of blocks): one fill instead of one per output.
 _COLUMN_SUMS = """
+    const int M = x_shape[0];
+    const int C = x_shape[1];
+    const int ROWS = (M + (int)gridDim.y - 1) / (int)gridDim.y;
     float* result_a = out;
     float* result_b = out + C;
     float* partial_a = out + 2 * C;
@@ -158,38 +161,45 @@ _MASKED_GRAD_SUMS_SOURCE = _column_sums_source(
     accumulate=_GRAD_SUMS_ACCUMULATE.replace("DY", _MASKED_DY), **_GRAD_SUMS
 )
 
-# Elementwise: each thread writes V values, each V-th value a block apart (coalesced).
+# Elementwise: each thread writes V values, each V-th value a block apart (coalesced). x is
+# flat; COEFFICIENT is a per-channel input, whose length is the channel count. The channel of
+# the next value is the channel of this one plus blockDim.x (mod C): one division per thread.
 _ELEMENTWISE = """
-    const size_t first = (size_t)blockIdx.x * blockDim.x * V + threadIdx.x;
+    const unsigned int N = x_shape[0];
+    const unsigned int C = COEFFICIENT_shape[0];
+    const unsigned int first = blockIdx.x * blockDim.x * V + threadIdx.x;
+    const unsigned int step = blockDim.x % C;
+    unsigned int c = first % C;
     #pragma unroll
     for (int k = 0; k < V; ++k) {
-        const size_t i = first + (size_t)k * blockDim.x;
+        const unsigned int i = first + k * blockDim.x;
         if (i < N) {
-            const int c = i % C;
             VALUE
         }
+        c += step;
+        c = c >= C ? c - C : c;
     }
 """
 
 _AFFINE = "static_cast<float>(x[i]) * scale[c] + shift[c]"
-_AFFINE_SOURCE = _ELEMENTWISE.replace("VALUE", f"mlxvision_store(&y[i], {_AFFINE});")
-_AFFINE_RELU_SOURCE = _ELEMENTWISE.replace(
-    "VALUE", f"mlxvision_store(&y[i], fmaxf({_AFFINE}, 0.0f));"
-)
-_AFFINE_ADD_RELU_SOURCE = _ELEMENTWISE.replace(
+_FORWARD = _ELEMENTWISE.replace("COEFFICIENT", "scale")
+_AFFINE_SOURCE = _FORWARD.replace("VALUE", f"mlxvision_store(&y[i], {_AFFINE});")
+_AFFINE_RELU_SOURCE = _FORWARD.replace("VALUE", f"mlxvision_store(&y[i], fmaxf({_AFFINE}, 0.0f));")
+_AFFINE_ADD_RELU_SOURCE = _FORWARD.replace(
     "VALUE",
     f"mlxvision_store(&y[i], fmaxf({_AFFINE} + static_cast<float>(residual[i]), 0.0f));",
 )
 _AFFINE_PAIR = (
     "mlxvision_store(&dx[i], DY * dy_scale[c] + static_cast<float>(x[i]) * x_scale[c] + shift[c]);"
 )
-_AFFINE_PAIR_SOURCE = _ELEMENTWISE.replace("VALUE", _AFFINE_PAIR.replace("DY", _PLAIN_DY))
-_MASKED_AFFINE_PAIR_SOURCE = _ELEMENTWISE.replace("VALUE", _AFFINE_PAIR.replace("DY", _MASKED_DY))
+_BACKWARD = _ELEMENTWISE.replace("COEFFICIENT", "dy_scale")
+_AFFINE_PAIR_SOURCE = _BACKWARD.replace("VALUE", _AFFINE_PAIR.replace("DY", _PLAIN_DY))
+_MASKED_AFFINE_PAIR_SOURCE = _BACKWARD.replace("VALUE", _AFFINE_PAIR.replace("DY", _MASKED_DY))
 
 
 _PAIR = ["dy", "x", "dy_scale", "x_scale", "shift"]
-# name: input names, output names, source (its constants: the sizes M, C, ROWS, N and the
-# block shape TC, TR, V; see _column_sums and _elementwise)
+# name: input names, output names, source (constants: the block shape TC, TR, V; the sizes are
+# read from the inputs' shapes at run time)
 KERNELS = {
     "stats": (["x"], ["out"], _STATS_SOURCE),
     "grad_sums": (["dy", "x", "mean"], ["out"], _GRAD_SUMS_SOURCE),
@@ -237,14 +247,8 @@ def _column_sums(name: str, inputs: list[mx.array], rows: int, channels: int):
     column_blocks = math.ceil(channels / _CHANNELS_PER_BLOCK)
     outputs = _kernel(name)(
         inputs=inputs,
-        template=_dtypes(inputs)
-        + [
-            ("M", rows),
-            ("C", channels),
-            ("ROWS", per_chunk),
-            ("TC", _CHANNELS_PER_BLOCK),
-            ("TR", _ROW_LANES),
-        ],
+        # sizes are read from x's shape at run time: one compiled kernel for every shape
+        template=_dtypes(inputs) + [("TC", _CHANNELS_PER_BLOCK), ("TR", _ROW_LANES)],
         grid=(column_blocks * _CHANNELS_PER_BLOCK, chunks * _ROW_LANES, 1),
         threadgroup=(_CHANNELS_PER_BLOCK, _ROW_LANES, 1),
         output_shapes=[(2 * channels + 2 * chunks * channels + column_blocks,)],
@@ -294,11 +298,11 @@ def _elementwise(name: str, inputs: list[mx.array], shape, dtype: mx.Dtype) -> m
         raise ValueError(f"{name}: at most {MAX_ELEMENTS} values, got {size} (shape {shape})")
     per_block = _ELEMENTWISE_THREADS * _VALUES_PER_THREAD
     (y,) = _kernel(name)(
-        inputs=inputs,
+        inputs=[a.reshape(-1) if a.shape == tuple(shape) else a for a in inputs],
         template=_dtypes(inputs)
         # TO, unused in the source, puts the output dtype in the kernel's name: MLX caches
-        # compiled kernels by name
-        + [("N", size), ("C", shape[-1]), ("V", _VALUES_PER_THREAD), ("TO", dtype)],
+        # compiled kernels by name. Sizes are read from the inputs' shapes at run time.
+        + [("V", _VALUES_PER_THREAD), ("TO", dtype)],
         grid=(math.ceil(size / per_block) * _ELEMENTWISE_THREADS, 1, 1),
         threadgroup=(_ELEMENTWISE_THREADS, 1, 1),
         output_shapes=[shape],

@@ -75,3 +75,13 @@ def test_run_ahead_memory_prints_a_row_per_memory_limit():
         command + ["--limits", "none,-5"], cwd=BENCHMARKS, capture_output=True, text=True
     )
     assert bad.returncode == 2 and "--limits" in bad.stderr and "'-5'" in bad.stderr
+
+
+def test_first_step_counts_the_kernels_a_fresh_cache_compiles():
+    command = [sys.executable, "first_step.py", "--device", "cpu", "--models", "simple_cnn"]
+    command += ["--batch-size", "4", "--steps", "1", "--precision", "float32", "--fresh-cache"]
+    done = subprocess.run(command, cwd=BENCHMARKS, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = [line.split("|") for line in done.stdout.splitlines() if line.startswith("| simple")]
+    first_step, kernels, rate = float(row[2]), int(row[6]), float(row[7].replace(",", ""))
+    assert first_step > 0 and kernels > 0 and rate > 0

@@ -15,6 +15,7 @@ import mlx.nn as nn
 import numpy as np
 
 from ..ops.norm import norm_relu
+from ..ops.scalars import mean, runtime_scalar
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -115,7 +116,7 @@ class SqueezeExcitation(nn.Module):
         self.scale_activation = scale_activation()
 
     def __call__(self, x: mx.array) -> mx.array:
-        scale = mx.mean(x, axis=(1, 2), keepdims=True)
+        scale = mean(x, axis=(1, 2), keepdims=True)
         scale = self.scale_activation(self.fc2(self.activation(self.fc1(scale))))
         return x * scale
 
@@ -143,8 +144,9 @@ class StochasticDepth(nn.Module):
             return x
         survival = 1.0 - self.p
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        keep = mx.random.bernoulli(survival, shape).astype(x.dtype)
-        return x * keep / survival if survival > 0 else x * keep
+        # the rate differs per block: as constants, each block would compile kernels of its own
+        keep = mx.random.bernoulli(runtime_scalar(survival), shape).astype(x.dtype)
+        return x * keep / runtime_scalar(survival, x.dtype) if survival > 0 else x * keep
 
     def _extra_repr(self) -> str:
         return f"p={self.p}"
@@ -157,7 +159,7 @@ def global_avg_pool(x: mx.array) -> mx.array:
         >>> global_avg_pool(mx.ones((2, 4, 4, 3))).shape
         (2, 3)
     """
-    return mx.mean(x, axis=(1, 2))
+    return mean(x, axis=(1, 2))
 
 
 def adaptive_avg_pool2d(x: mx.array, output_size: tuple[int, int]) -> mx.array:
@@ -176,7 +178,7 @@ def adaptive_avg_pool2d(x: mx.array, output_size: tuple[int, int]) -> mx.array:
         return x
     if height % out_h == 0 and width % out_w == 0:
         x = x.reshape(n, out_h, height // out_h, out_w, width // out_w, c)
-        return mx.mean(x, axis=(2, 4))
+        return mean(x, axis=(2, 4))
     if out_h % height == 0 and out_w % width == 0:  # every bin is one input pixel, repeated
         shape = (n, height, out_h // height, width, out_w // width, c)
         x = mx.broadcast_to(x[:, :, None, :, None, :], shape)

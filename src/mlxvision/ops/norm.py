@@ -27,6 +27,8 @@ import mlx.nn as nn
 from ..backend import on_cuda
 from . import cuda_norm
 from .conv import fast_conv_enabled
+from .scalars import mean as mean_over
+from .scalars import runtime_scalar
 
 
 @mx.custom_function
@@ -95,18 +97,18 @@ def _input_gradient_terms(weight, eps, x, sums, statistics):
     ``statistics = (mean, variance, their cotangents)``."""
     sum_dy, sum_dy_centred = sums
     mean, variance, d_mean, d_variance = statistics
-    count = x.size // x.shape[-1]
+    inv_count = runtime_scalar(x.shape[-1] / x.size)
     inv_std = mx.rsqrt(variance + eps)
     scale = weight.astype(mx.float32) * inv_std
     sum_dy_normalised = sum_dy_centred * inv_std
     # dx = scale·(dy - mean(dy) - x̂·mean(dy·x̂)), with x̂ = (x - mean)·inv_std, written as
     # per-channel coefficients of dy and x, so the one elementwise pass reads dy and x only
-    x_scale = -scale * inv_std * sum_dy_normalised / count
-    constant = -scale * sum_dy / count - x_scale * mean
+    x_scale = -scale * inv_std * sum_dy_normalised * inv_count
+    constant = -scale * sum_dy * inv_count - x_scale * mean
     # the statistics are outputs too: their cotangents (zero when only the running
     # statistics use them) flow back through mean = Σx/M and variance = Σ(x - mean)²/M
-    x_scale = x_scale + 2 * d_variance / count
-    constant = constant + (d_mean - 2 * d_variance * mean) / count
+    x_scale = x_scale + 2 * d_variance * inv_count
+    constant = constant + (d_mean - 2 * d_variance * mean) * inv_count
     return (scale, x_scale, constant), sum_dy_normalised
 
 
@@ -133,8 +135,8 @@ def _batch_norm_fn(eps: float):
         else:
             axes = tuple(range(x.ndim - 1))
             x32 = _forward_float32(x)
-            mean = mx.mean(x32, axis=axes)
-            variance = mx.mean(mx.square(x32 - mean), axis=axes)
+            mean = mean_over(x32, axes)
+            variance = mean_over(mx.square(x32 - mean), axes)
         scale, shift = _scale_and_shift(weight, bias, mean, variance, eps)
         out_dtype = mx.result_type(x.dtype, weight.dtype)
         if kernels:
@@ -307,7 +309,7 @@ class BatchNorm(nn.BatchNorm):
         if self.track_running_stats:
             mean, variance = mx.stop_gradient(mean), mx.stop_gradient(variance)
             momentum = self.momentum
-            unbiased = variance * (count / (count - 1))
+            unbiased = variance * runtime_scalar(count / (count - 1))
             self.running_mean = (1 - momentum) * self.running_mean + momentum * mean
             self.running_var = (1 - momentum) * self.running_var + momentum * unbiased
         return y

@@ -37,15 +37,17 @@ def assert_close(actual: mx.array, expected: mx.array, rtol: float = RTOL) -> No
     assert error <= rtol * scale, f"max error {error} > {rtol} * {scale}"
 
 
-def numpy_conv2d(x: np.ndarray, w: np.ndarray, stride: int, padding: int) -> np.ndarray:
-    """Direct NHWC × OHWI cross-correlation, one output pixel at a time."""
-    x = np.pad(x, [(0, 0), (padding, padding), (padding, padding), (0, 0)]).astype(np.float64)
+def numpy_conv2d(x: np.ndarray, w: np.ndarray, stride, padding) -> np.ndarray:
+    """Direct NHWC × OHWI cross-correlation, one output pixel at a time (``stride`` and
+    ``padding`` a number or a (rows, columns) pair)."""
+    (sh, sw), (ph, pw) = (v if isinstance(v, tuple) else (v, v) for v in (stride, padding))
+    x = np.pad(x, [(0, 0), (ph, ph), (pw, pw), (0, 0)]).astype(np.float64)
     n, h, wd, _ = x.shape
     out_channels, kh, kw, _ = w.shape
-    ho, wo = (h - kh) // stride + 1, (wd - kw) // stride + 1
+    ho, wo = (h - kh) // sh + 1, (wd - kw) // sw + 1
     y = np.zeros((n, ho, wo, out_channels))
     for i, j in itertools.product(range(ho), range(wo)):
-        patch = x[:, i * stride : i * stride + kh, j * stride : j * stride + kw, :]
+        patch = x[:, i * sh : i * sh + kh, j * sw : j * sw + kw, :]
         y[:, i, j, :] = np.einsum("nhwc,ohwc->no", patch, w)
     return y
 
@@ -180,10 +182,16 @@ def test_grouped_and_dilated_fall_back_to_mlx_exactly():
         (2, 2, (1, 3), 5),
         (5, 4, (1, 1), 3),  # every tap reads padding only: zeros
         (1, 4, (2, 3), 3),  # padding beyond the filter: the input gradient cropped
+        # larger strides: the input gradient per stride phase
+        (2, 2, (11, 12), 5),
+        (3, 1, (10, 8), 3),
+        (2, 0, (8, 7), 1),  # phases that no tap reaches: zeros
+        ((2, 1), (1, 2), (9, 8), 3),
     ],
 )
 def test_depthwise_taps_match_mlx_and_numpy(stride, padding, size, kernel):
-    """Stride 1 has a written gradient; the other strides MLX's gradient of the taps."""
+    """The taps' written gradient, at stride 1 and per stride phase, against MLX's grouped
+    convolution."""
     mx.random.seed(5)
     channels = 6
     x = mx.random.normal((2, *size, channels))

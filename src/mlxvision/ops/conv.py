@@ -233,8 +233,8 @@ def conv2d(
     (:func:`mlx.core.conv2d` and its own gradient), ``"im2col"`` (every pass as matrix products)
     or a :class:`ConvPlan`. Grouped or dilated convolutions run :func:`mlx.core.conv2d`, except
     that ``"auto"`` computes a depthwise one (one filter per channel) on the CPU as a sum of
-    shifted taps, leaving out those that read only padding, with a written gradient at stride
-    1; with ``inference=True`` (no gradient expected; the result is the same either way) those
+    shifted taps, leaving out those that read only padding, with a written gradient (per
+    stride phase at larger strides); with ``inference=True`` (no gradient expected; the result is the same either way) those
     taps run as one compiled pass.
 
     Example:
@@ -263,9 +263,7 @@ def conv2d(
     if depthwise and method == "auto" and on_cpu() and fast_conv_enabled():
         if inference:
             return _compiled_depthwise_taps(stride, padding)(x, weight)
-        if stride == (1, 1):
-            return _unit_stride_depthwise_fn(padding)(x, weight)
-        return _depthwise_taps(x, weight, stride, padding)
+        return _depthwise_fn(stride, padding)(x, weight)
     if groups != 1 or dilation != (1, 1) or method == "mlx":
         return mx.conv2d(x, weight, stride, padding, dilation, groups)
     if method == "auto":
@@ -280,9 +278,10 @@ def conv2d(
 
 def _depthwise_taps(x: mx.array, weight: mx.array, stride: Pair, padding: Pair) -> mx.array:
     """A depthwise convolution (one filter per channel, weight ``(C, kh, kw, 1)``) as a sum
-    over taps of the shifted, strided input times that tap's per-channel weights. MLX
-    differentiates it. On the CPU, forward and backward measured 2.0–2.7× faster than MLX's
-    grouped convolution (MobileNet's 3×3 layers, batch 4)."""
+    over taps of the shifted, strided input times that tap's per-channel weights; in training
+    :func:`_depthwise_fn` gives it a written gradient. On the CPU, forward and backward (then
+    with MLX's gradient of the taps) measured 2.0–2.7× faster than MLX's grouped convolution
+    (MobileNet's 3×3 layers, batch 4)."""
     (kh, kw), (sh, sw) = weight.shape[1:3], stride
     padded = _pad(x, padding)
     ho, wo = _out_size(padded.shape[1], kh, sh), _out_size(padded.shape[2], kw, sw)
@@ -317,48 +316,57 @@ def _live_taps(kernel: int, stride: int, out: int, padding: int, size: int) -> l
 
 
 @functools.cache
-def _unit_stride_depthwise_fn(padding: Pair):
-    """Stride-1 :func:`_depthwise_taps` with a written gradient. The input gradient is the
+def _depthwise_fn(stride: Pair, padding: Pair):
+    """:func:`_depthwise_taps` with a written gradient. The weight gradient is one product and
+    sum per tap, zero for a tap that reads only padding. At stride 1 the input gradient is the
     correlation of ``dy`` with the flipped filter (the same taps on ``dy``, padded to give the
-    input's size); the weight gradient one product and sum per tap, zero for a tap that reads
-    only padding. MLX's own gradient of the taps writes each tap's slice into a zero-filled copy
-    of the padded input and adds the copies. The values are the same (the taps are added in
-    the same order). Forward and backward of one layer on a 2-core CPU, MLX's gradient against
-    this one: 3×3, 4×56×56×144: 97 → 83 ms; 5×5, 4×28×28×240: 101 → 76 ms; 7×7, 32×8×8×96:
-    74 → 37 ms. Training steps, alternated in one process, against this gradient for 3×3
-    filters only: ConvNeXt-Tiny 4,319 → 3,942 ms (batch 4, 224 px) and 918 → 729 ms (batch
-    32, 32 px), EfficientNet-B0 1,785 → 1,586 and 320 → 300 ms."""
+    input's size); at larger strides it is that correlation per stride phase, with the phase's
+    sub-filter, the phases then interleaved (:func:`_subpixel_input_grad`). MLX's own gradient
+    of the taps writes each tap's slice into a zero-filled copy of the padded input and adds
+    the copies. The values are the same up to the order of the additions.
+
+    Forward and backward of one layer on a 2-core CPU, MLX's gradient of the taps against this
+    one: 3×3, 4×56×56×144: 97 → 83 ms; 5×5, 4×28×28×240: 101 → 76 ms; 7×7, 32×8×8×96: 74 →
+    37 ms (stride 1). Training steps, alternated in one process, against this gradient for
+    3×3 filters only: ConvNeXt-Tiny 4,319 → 3,942 ms (batch 4, 224 px) and 918 → 729 ms
+    (batch 32, 32 px), EfficientNet-B0 1,785 → 1,586 and 320 → 300 ms."""
 
     @mx.custom_function
     def depthwise(x: mx.array, weight: mx.array) -> mx.array:
-        return _depthwise_taps(x, weight, (1, 1), padding)
+        return _depthwise_taps(x, weight, stride, padding)
 
     @depthwise.vjp
     def depthwise_vjp(primals, cotangent, output):
         x, weight = primals
         kh, kw = weight.shape[1:3]
-        (ph, pw), (ho, wo) = padding, cotangent.shape[1:3]
+        (sh, sw), (ph, pw), (ho, wo) = stride, padding, cotangent.shape[1:3]
         padded = _pad(x, padding)
         live = {
             (i, j)
-            for i in _live_taps(kh, 1, ho, ph, x.shape[1])
-            for j in _live_taps(kw, 1, wo, pw, x.shape[2])
+            for i in _live_taps(kh, sh, ho, ph, x.shape[1])
+            for j in _live_taps(kw, sw, wo, pw, x.shape[2])
         }
         zero = mx.zeros(x.shape[-1], mx.result_type(x, cotangent))
         weight_grad = [
-            (cotangent * padded[:, i : i + ho, j : j + wo, :]).sum(axis=(0, 1, 2))
+            (
+                cotangent
+                * padded[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+            ).sum(axis=(0, 1, 2))
             if (i, j) in live
             else zero  # the tap read padding only
             for i in range(kh)
             for j in range(kw)
         ]
         weight_grad = mx.stack(weight_grad, axis=1).reshape(weight.shape).astype(weight.dtype)
-        flipped = weight[:, ::-1, ::-1, :]
-        if ph < kh and pw < kw:  # the correlation padded to give exactly the input's size
+        if stride != (1, 1):
+            full = _subpixel_input_grad(weight, cotangent, stride, padded.shape[1:3], True)
+        elif ph < kh and pw < kw:  # the correlation padded to give exactly the input's size
+            flipped = weight[:, ::-1, ::-1, :]
             return _depthwise_taps(
                 cotangent, flipped, (1, 1), (kh - 1 - ph, kw - 1 - pw)
             ), weight_grad
-        full = _depthwise_taps(cotangent, flipped, (1, 1), (kh - 1, kw - 1))
+        else:
+            full = _depthwise_taps(cotangent, weight[:, ::-1, ::-1, :], (1, 1), (kh - 1, kw - 1))
         return full[:, ph : ph + x.shape[1], pw : pw + x.shape[2], :], weight_grad
 
     return depthwise
@@ -530,16 +538,19 @@ def _shifted_rows_weight_grad(x: mx.array, dy: mx.array, kernel: Pair, padding: 
     return mx.stack(taps, axis=1).reshape(out_channels, kh, kw, x.shape[-1])
 
 
-def _subpixel_input_grad(weight: mx.array, dy: mx.array, stride: Pair, size: Pair) -> mx.array:
+def _subpixel_input_grad(
+    weight: mx.array, dy: mx.array, stride: Pair, size: Pair, depthwise: bool = False
+) -> mx.array:
     """The input gradient (of the padded input, ``size``) one stride phase at a time.
 
     Pixel ``r = s·q + a`` receives ``Σ_t dY[q - t] · w[a + s·t]``: a stride-1 convolution of
     ``dY`` with the phase's flipped, transposed sub-kernel, which :func:`mlx.core.conv2d` runs
-    fast. The phases are then interleaved by a reshape.
+    fast (with ``depthwise``, ``weight`` is ``(C, kh, kw, 1)``: the same taps per channel,
+    :func:`_depthwise_taps`). The phases are then interleaved by a reshape.
     """
     (sh, sw), (hp, wp) = stride, size
     n, ho, wo, _ = dy.shape
-    c = weight.shape[-1]
+    c = weight.shape[0] if depthwise else weight.shape[-1]
     hq, wq = -(-hp // sh), -(-wp // sw)
     rows = []
     for a in range(sh):
@@ -550,9 +561,12 @@ def _subpixel_input_grad(weight: mx.array, dy: mx.array, stride: Pair, size: Pai
             if ta == 0 or tb == 0:
                 row.append(mx.zeros((n, hq, wq, c), dy.dtype))
                 continue
-            kernel = sub[:, ::-1, ::-1, :].transpose(3, 1, 2, 0)
+            flipped = sub[:, ::-1, ::-1, :]
             padded = mx.pad(dy, [(0, 0), (ta - 1, hq - ho), (tb - 1, wq - wo), (0, 0)])
-            row.append(mx.conv2d(padded, kernel))
+            if depthwise:
+                row.append(_depthwise_taps(padded, flipped, (1, 1), (0, 0)))
+            else:
+                row.append(mx.conv2d(padded, flipped.transpose(3, 1, 2, 0)))
         rows.append(row[0][:, :, :, None] if sw == 1 else mx.stack(row, axis=3))
     full = rows[0][:, :, None] if sh == 1 else mx.stack(rows, axis=2)
     return full.reshape(n, hq * sh, wq * sw, c)[:, :hp, :wp, :]

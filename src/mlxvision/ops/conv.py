@@ -234,8 +234,8 @@ def conv2d(
     or a :class:`ConvPlan`. Grouped or dilated convolutions run :func:`mlx.core.conv2d`, except
     that ``"auto"`` computes a depthwise one (one filter per channel) on the CPU as a sum of
     shifted taps, leaving out those that read only padding, with a written gradient (per
-    stride phase at larger strides); with ``inference=True`` (no gradient expected; the result is the same either way) those
-    taps run as one compiled pass.
+    stride phase at larger strides); with ``inference=True`` (no gradient expected; the
+    result is the same either way) those taps run as one compiled pass.
 
     Example:
         >>> x = mx.random.normal((2, 8, 8, 3))

@@ -16,7 +16,8 @@ fuses into one pass.
 Against float64 both keep a relative error of at most 3·10⁻⁵ over float32's range, tails
 included (``tests/test_ops_activation.py``; MLX's ``nn.silu``: 4·10⁻⁶; MLX's ``nn.gelu``
 computes ``1 + erf(x/√2)``, which loses all relative accuracy in the negative tail). The
-modules use them in eval mode only (see :class:`SiLU`). Elsewhere (Metal, CUDA, where MLX's
+modules use them in eval mode only (see :class:`SiLU`); in training, :class:`SiLU` uses
+:func:`silu_for_training`, whose sigmoid is a power of two. Elsewhere (Metal, CUDA, where MLX's
 functions are fast), for inputs that are not float32, and under
 :func:`~mlxvision.ops.fast_conv_disabled` (exporters) they are MLX's :func:`mlx.nn.silu` and
 :func:`mlx.nn.gelu`.
@@ -141,6 +142,26 @@ def _fused(value, gradient):
     return function
 
 
+_LOG2_E = 1.4426950408889634
+
+
+def _sigmoid_by_power(x: mx.array) -> mx.array:
+    """``1 / (1 + 2^(-x·log₂e))``: MLX's CPU ``power`` costs about 6 ns a value, its ``exp``
+    15 and its ``sigmoid`` 20; each operation here runs on its own (no compilation)."""
+    return 1.0 / (1.0 + mx.power(2.0, x * -_LOG2_E))
+
+
+@mx.custom_function
+def _silu_by_power(x: mx.array) -> mx.array:
+    return x * _sigmoid_by_power(x)
+
+
+@_silu_by_power.vjp
+def _silu_by_power_vjp(x, cotangent, output):
+    s = _sigmoid_by_power(x)  # recomputed: cheaper than keeping it
+    return cotangent * (s * (1 + x * (1 - s)))
+
+
 def _fast(x: mx.array) -> bool:
     return x.dtype == mx.float32 and on_cpu() and fast_conv_enabled()
 
@@ -170,11 +191,29 @@ def gelu(x: mx.array) -> mx.array:
     return _fused(_gelu_value, _gelu_gradient)(x) if _fast(x) else nn.gelu(x)
 
 
+def silu_for_training(x: mx.array) -> mx.array:
+    """``x · sigmoid(x)`` for an uncompiled training step; on the CPU, for float32, the
+    sigmoid is ``1 / (1 + 2^(-x·log₂e))`` (MLX's ``power`` is faster there than its ``exp``),
+    and the backward pass recomputes it from ``x`` instead of keeping it. Inside an
+    uncompiled ``mx.grad``, MLX runs compiled functions uncompiled, so :func:`silu`'s
+    polynomial would run as two dozen separate passes. Forward and backward at 4×112×112×96
+    on a 2-core CPU: 92–149 ms against 163–180 ms for :func:`mlx.nn.silu`, with the same
+    largest relative error against float64 over [-100, 100] (3.7·10⁻⁶).
+
+    Example:
+        >>> x = mx.array([-3.0, 0.0, 2.0])
+        >>> mx.allclose(silu_for_training(x), nn.silu(x), rtol=1e-5).item()
+        True
+    """
+    return _silu_by_power(x) if _fast(x) else nn.silu(x)
+
+
 class SiLU(nn.SiLU):
-    """:class:`mlx.nn.SiLU` computed by :func:`silu` in eval mode. In training mode it is
-    :func:`mlx.nn.silu`: inside an uncompiled ``mx.grad`` or ``mx.vjp``, MLX does not run
-    compiled functions as compiled, so the polynomial's two dozen operations run one by one
-    (forward and backward at 4×112×112×96 on a CPU: 329 ms, against 176 ms for MLX's SiLU).
+    """:class:`mlx.nn.SiLU` computed by :func:`silu` in eval mode and by
+    :func:`silu_for_training` in training mode: inside an uncompiled ``mx.grad`` or
+    ``mx.vjp``, MLX does not run compiled functions as compiled, so the polynomial's two dozen
+    operations would run one by one (forward and backward at 4×112×112×96 on a CPU: 329 ms,
+    against 176 ms for MLX's SiLU).
 
     Example:
         >>> x = mx.array([1.0, -1.0])
@@ -183,7 +222,7 @@ class SiLU(nn.SiLU):
     """
 
     def __call__(self, x: mx.array) -> mx.array:
-        return nn.silu(x) if self.training else silu(x)
+        return silu_for_training(x) if self.training else silu(x)
 
 
 class GELU(nn.GELU):

@@ -11,7 +11,7 @@ Example:
     'mlxvision.ops.layers'
 """
 
-from .activation import GELU, SiLU, gelu, silu, silu_for_training
+from .activation import GELU, SiLU, gelu, silu
 from .conv import (
     CUDA_PLAN,
     LOWERED_PLAN,
@@ -53,7 +53,6 @@ __all__ = [
     "norm_relu",
     "relu",
     "silu",
-    "silu_for_training",
     "unordered_conv_gradients",
     "use_fast_layers",
 ]

@@ -1,24 +1,23 @@
 """SiLU and GELU without MLX's CPU ``exp`` and ``erf``.
 
-MLX's CPU backend computes ``exp`` at 20–24 ns per value and ``erf`` at about 47, against about
-1 ns for a multiplication, which made SiLU half of EfficientNet-B0's inference time on a CPU
-and GELU most of ConvNeXt-Tiny's. Here, on the CPU, ``e^{-t}`` (``t ≥ 0``) is a polynomial and
-seven squarings, ``e^{-t} = (e^{-t/128})^128`` with ``e^{-u}`` on ``[0, 88/128]`` a Chebyshev
-interpolant of degree 7: only multiplications and additions, which :func:`mlx.core.compile`
-fuses into one pass.
+MLX's CPU backend computes ``exp`` at 15–24 ns per value, ``sigmoid`` at 20 and ``erf`` at
+about 47, against about 1 ns for a multiplication and 6 for ``power``, which made SiLU half of
+EfficientNet-B0's inference time on a CPU and GELU most of ConvNeXt-Tiny's. Here, on the CPU:
 
-- SiLU uses the sigmoid's two halves written without cancellation (``1/(1+p)`` and
-  ``p/(1+p)`` with ``p = e^{-|x|}``).
+- SiLU's sigmoid is ``1 / (1 + 2^(-x·log₂e))``, in a custom function whose backward pass
+  recomputes it from ``x`` rather than keeping it; each operation runs on its own, so it is
+  as fast in an uncompiled training step as in inference.
 - GELU uses ``Φ(x) = erfc(z)/2`` for ``x ≤ 0`` and ``1 - erfc(z)/2`` above, ``z = |x|/√2``, with
-  ``erfc(z) = e^{-z²}·erfcx(z)`` and the slowly varying ``erfcx`` a Chebyshev interpolant of
-  degree 12 in ``1/(1 + z/2)``.
+  ``erfc(z) = e^{-z²}·erfcx(z)``, the slowly varying ``erfcx`` a Chebyshev interpolant of
+  degree 12 in ``1/(1 + z/2)``, and ``e^{-t} = (e^{-t/128})^128`` with ``e^{-u}`` on
+  ``[0, 88/128]`` a Chebyshev interpolant of degree 7: only multiplications and additions,
+  which :func:`mlx.core.compile` fuses into one pass.
 
 Against float64 both keep a relative error of at most 3·10⁻⁵ over float32's range, tails
-included (``tests/test_ops_activation.py``; MLX's ``nn.silu``: 4·10⁻⁶; MLX's ``nn.gelu``
-computes ``1 + erf(x/√2)``, which loses all relative accuracy in the negative tail). The
-modules use them in eval mode only (see :class:`SiLU`); in training, :class:`SiLU` uses
-:func:`silu_for_training`, whose sigmoid is a power of two. Elsewhere (Metal, CUDA, where MLX's
-functions are fast), for inputs that are not float32, and under
+included (``tests/test_ops_activation.py``; SiLU's is MLX's own, 4·10⁻⁶; MLX's ``nn.gelu``
+computes ``1 + erf(x/√2)``, which loses all relative accuracy in the negative tail).
+:class:`GELU` uses :func:`gelu` in eval mode only (see there). Elsewhere (Metal, CUDA, where
+MLX's functions are fast), for inputs that are not float32, and under
 :func:`~mlxvision.ops.fast_conv_disabled` (exporters) they are MLX's :func:`mlx.nn.silu` and
 :func:`mlx.nn.gelu`.
 """
@@ -89,14 +88,6 @@ def _exp_negative(t: mx.array) -> mx.array:
     return mx.where(t > _LIMIT, 0.0, p)
 
 
-def _sigmoid_halves(x: mx.array) -> tuple[mx.array, mx.array]:
-    """``(sigmoid(x), sigmoid(-x))``, each computed without subtracting from 1."""
-    p = _exp_negative(mx.abs(x))
-    inverse = 1.0 / (1.0 + p)
-    positive = x >= 0
-    return mx.where(positive, inverse, p * inverse), mx.where(positive, p * inverse, inverse)
-
-
 def _normal_cdf(x: mx.array) -> mx.array:
     """``Φ(x)``, the standard normal distribution function, with small relative error in both
     tails."""
@@ -105,15 +96,6 @@ def _normal_cdf(x: mx.array) -> mx.array:
     erfcx = _polynomial(_erfcx_coefficients(), _mapped(t, _erfcx_t_min(), 1.0))
     half_erfc = mx.where(z > _Z_LIMIT, 0.0, 0.5 * _exp_negative(z * z) * erfcx)
     return mx.where(x > 0, 1.0 - half_erfc, half_erfc)
-
-
-def _silu_value(x: mx.array) -> mx.array:
-    return x * _sigmoid_halves(x)[0]
-
-
-def _silu_gradient(x: mx.array, cotangent: mx.array) -> mx.array:
-    s, complement = _sigmoid_halves(x)
-    return cotangent * (s + x * s * complement)
 
 
 def _gelu_value(x: mx.array) -> mx.array:
@@ -167,21 +149,24 @@ def _fast(x: mx.array) -> bool:
 
 
 def silu(x: mx.array) -> mx.array:
-    """``x · sigmoid(x)``; on the CPU, for float32, without MLX's ``exp`` (module docstring).
-    Its gradient is computed the same way, fast under :func:`mlx.core.compile`; an uncompiled
-    gradient is slower than :func:`mlx.nn.silu`'s (see :class:`SiLU`).
+    """``x · sigmoid(x)``; on the CPU, for float32, the sigmoid is ``1 / (1 + 2^(-x·log₂e))``
+    and its backward pass recomputes it (module docstring). Forward and backward at
+    4×112×112×96 on a 2-core CPU: 92–149 ms against 163–180 ms for :func:`mlx.nn.silu`
+    (which keeps the sigmoid for the backward pass); forward alone 62 ms against 125.
 
     Example:
         >>> x = mx.array([-3.0, 0.0, 2.0])
         >>> mx.allclose(silu(x), nn.silu(x), rtol=1e-5).item()
         True
     """
-    return _fused(_silu_value, _silu_gradient)(x) if _fast(x) else nn.silu(x)
+    return _silu_by_power(x) if _fast(x) else nn.silu(x)
 
 
 def gelu(x: mx.array) -> mx.array:
     """``x · Φ(x)`` (exact GELU, not the tanh approximation); on the CPU, for float32, without
-    MLX's ``erf`` (module docstring). Gradient: as :func:`silu`'s.
+    MLX's ``erf`` (module docstring). Its gradient is computed the same way, fast under
+    :func:`mlx.core.compile`; an uncompiled gradient is slower than :func:`mlx.nn.gelu`'s (see
+    :class:`GELU`).
 
     Example:
         >>> x = mx.array([-3.0, 0.0, 2.0])
@@ -191,43 +176,25 @@ def gelu(x: mx.array) -> mx.array:
     return _fused(_gelu_value, _gelu_gradient)(x) if _fast(x) else nn.gelu(x)
 
 
-def silu_for_training(x: mx.array) -> mx.array:
-    """``x · sigmoid(x)`` for an uncompiled training step; on the CPU, for float32, the
-    sigmoid is ``1 / (1 + 2^(-x·log₂e))`` (MLX's ``power`` is faster there than its ``exp``),
-    and the backward pass recomputes it from ``x`` instead of keeping it. Inside an
-    uncompiled ``mx.grad``, MLX runs compiled functions uncompiled, so :func:`silu`'s
-    polynomial would run as two dozen separate passes. Forward and backward at 4×112×112×96
-    on a 2-core CPU: 92–149 ms against 163–180 ms for :func:`mlx.nn.silu`, with the same
-    largest relative error against float64 over [-100, 100] (3.7·10⁻⁶).
-
-    Example:
-        >>> x = mx.array([-3.0, 0.0, 2.0])
-        >>> mx.allclose(silu_for_training(x), nn.silu(x), rtol=1e-5).item()
-        True
-    """
-    return _silu_by_power(x) if _fast(x) else nn.silu(x)
-
-
 class SiLU(nn.SiLU):
-    """:class:`mlx.nn.SiLU` computed by :func:`silu` in eval mode and by
-    :func:`silu_for_training` in training mode: inside an uncompiled ``mx.grad`` or
-    ``mx.vjp``, MLX does not run compiled functions as compiled, so the polynomial's two dozen
-    operations would run one by one (forward and backward at 4×112×112×96 on a CPU: 329 ms,
-    against 176 ms for MLX's SiLU).
+    """:class:`mlx.nn.SiLU` computed by :func:`silu`.
 
     Example:
         >>> x = mx.array([1.0, -1.0])
-        >>> mx.allclose(SiLU().eval()(x), nn.SiLU()(x), rtol=1e-4).item()
+        >>> mx.allclose(SiLU()(x), nn.SiLU()(x), rtol=1e-5).item()
         True
     """
 
     def __call__(self, x: mx.array) -> mx.array:
-        return silu_for_training(x) if self.training else silu(x)
+        return silu(x)
 
 
 class GELU(nn.GELU):
     """:class:`mlx.nn.GELU` (same ``approx`` argument) computed by :func:`gelu` in eval mode
-    when ``approx="none"``; otherwise, and in training mode (as :class:`SiLU`), MLX's.
+    when ``approx="none"``; otherwise, and in training mode, MLX's: inside an uncompiled
+    ``mx.grad`` or ``mx.vjp``, MLX does not run compiled functions as compiled, so the
+    polynomial's two dozen operations would run one by one (a polynomial SiLU measured so,
+    forward and backward at 4×112×112×96 on a CPU: 329 ms, against 176 ms for MLX's).
 
     Example:
         >>> x = mx.array([1.0, -1.0])

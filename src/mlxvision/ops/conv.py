@@ -359,7 +359,8 @@ def _depthwise_fn(stride: Pair, padding: Pair):
         ]
         weight_grad = mx.stack(weight_grad, axis=1).reshape(weight.shape).astype(weight.dtype)
         if stride != (1, 1):
-            full = _subpixel_input_grad(weight, cotangent, stride, padded.shape[1:3], True)
+            size = padded.shape[1:3]
+            full = _subpixel_input_grad(weight, cotangent, stride, size, depthwise=True)
         elif ph < kh and pw < kw:  # the correlation padded to give exactly the input's size
             flipped = weight[:, ::-1, ::-1, :]
             return _depthwise_taps(

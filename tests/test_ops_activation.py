@@ -12,6 +12,7 @@ from mlxvision.ops import (
     SiLU,
     fast_conv_disabled,
     gelu,
+    gelu_for_training,
     silu,
     use_fast_layers,
 )
@@ -44,6 +45,7 @@ def gelu_reference(x: np.ndarray):
 FUNCTIONS = {
     "silu": (silu, nn.silu, silu_reference),
     "gelu": (gelu, nn.gelu, gelu_reference),
+    "gelu_for_training": (gelu_for_training, nn.gelu, gelu_reference),
 }
 
 
@@ -87,17 +89,15 @@ def test_bfloat16_and_exporters_get_mlx_exactly(name):
 
 
 @pytest.mark.parametrize(("plain_class", "fast_class"), [(nn.SiLU, SiLU), (nn.GELU, GELU)])
-def test_use_fast_layers_swaps_the_activation_for_eval_mode(plain_class, fast_class):
+def test_use_fast_layers_swaps_the_activation(plain_class, fast_class):
     model = nn.Sequential(nn.Linear(3, 4), plain_class())
     layer = model.layers[1]
     use_fast_layers(model)
     assert type(model.layers[1]) is fast_class and model.layers[1] is layer
     x = mx.random.normal((5, 3))
     hidden = model.layers[0](x)
-    if plain_class is nn.SiLU:  # both modes: silu
-        assert mx.array_equal(model(x), silu(hidden))
-    else:  # training mode: MLX's
-        assert mx.array_equal(model(x), plain_class()(hidden))
+    training_form = silu if plain_class is nn.SiLU else gelu_for_training
+    assert mx.array_equal(model(x), training_form(hidden))
     model.eval()
     assert mx.allclose(model(x), plain_class()(hidden), rtol=1e-4, atol=1e-7)
     use_fast_layers(model, enabled=False)
@@ -107,3 +107,4 @@ def test_use_fast_layers_swaps_the_activation_for_eval_mode(plain_class, fast_cl
 def test_gelu_approximations_stay_mlx():
     x = mx.random.normal((64,))
     assert mx.array_equal(GELU(approx="tanh").eval()(x), nn.GELU(approx="tanh")(x))
+    assert mx.array_equal(GELU(approx="tanh")(x), nn.GELU(approx="tanh")(x))  # training

@@ -11,7 +11,7 @@ Example:
     'mlxvision.ops.layers'
 """
 
-from .activation import GELU, SiLU, gelu, silu
+from .activation import GELU, SiLU, gelu, gelu_for_training, silu
 from .conv import (
     CUDA_PLAN,
     LOWERED_PLAN,
@@ -49,6 +49,7 @@ __all__ = [
     "fast_conv_disabled",
     "fast_conv_enabled",
     "gelu",
+    "gelu_for_training",
     "keep_freed_memory",
     "norm_relu",
     "relu",

@@ -24,6 +24,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from step_arguments import add_step_arguments  # noqa: E402
+
 # import mlxvision's choice, one operation per commit (less memory), and MLX's CUDA graphs
 DEFAULT_SETTINGS = "default;MLX_MAX_OPS_PER_BUFFER=1;MLXVISION_DIRECT_LAUNCH=default"
 
@@ -49,8 +52,6 @@ def parse_setting(text: str) -> dict[str, str]:
 
 def run_child(args: argparse.Namespace) -> None:
     import numpy as np
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from throughput import mlx_runner, mx, random_batch
 
     mx.set_default_device(mx.gpu if args.device == "gpu" else mx.cpu)
@@ -71,13 +72,7 @@ def run_child(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="gpu")
-    parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--precision", default="bfloat16")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
+    add_step_arguments(parser, steps=20)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--settings", default=DEFAULT_SETTINGS)
     parser.add_argument("--timeout", type=float, default=900, help="seconds per process")

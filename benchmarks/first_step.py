@@ -24,15 +24,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-
-def kernel_folder(gpu: bool) -> Path:
-    """Where MLX keeps the kernels it compiled, for this process's settings."""
-    import mlx.core as mx
-
-    if gpu and os.environ.get("MLX_PTX_CACHE_DIR"):
-        return Path(os.environ["MLX_PTX_CACHE_DIR"])
-    return Path(tempfile.gettempdir()) / "mlx" / mx.__version__ / ("ptx" if gpu else "cpu")
+from step_arguments import add_step_arguments  # noqa: E402
 
 
 def compiled_kernels(folder: Path, gpu: bool) -> set[str]:
@@ -48,25 +42,23 @@ def compiled_kernels(folder: Path, gpu: bool) -> set[str]:
 
 def measure(model: str, args: argparse.Namespace) -> dict:
     """Times of one model's first calls, in this process."""
-    sys.path.insert(0, str(HERE))
     import numpy as np
     from throughput import mlx_runner, mx, random_batch
 
+    from mlxvision.backend import compiled_kernel_folder
+
     gpu = args.device == "gpu"
     mx.set_default_device(mx.gpu if gpu else mx.cpu)
-    folder = kernel_folder(gpu)
+    folder = compiled_kernel_folder(gpu)
     before = compiled_kernels(folder, gpu)
     images, labels = random_batch(np.random.default_rng(0), args.batch_size, args.image_size)
     runner = mlx_runner(model, "fast-compiled", images, labels, args.precision)
     times = {}
-    for name, call in (("train_1", runner.train), ("train_2", runner.train)):
-        start = time.perf_counter()
-        call()
-        times[name] = time.perf_counter() - start
-    for name, call in (("eval_1", runner.evaluate), ("eval_2", runner.evaluate)):
-        start = time.perf_counter()
-        call()
-        times[name] = time.perf_counter() - start
+    for name, call in (("train", runner.train), ("eval", runner.evaluate)):
+        for call_number in (1, 2):
+            start = time.perf_counter()
+            call()
+            times[f"{name}_{call_number}"] = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(args.steps):
         runner.train()
@@ -77,12 +69,7 @@ def measure(model: str, args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="gpu")
-    parser.add_argument("--models", default="resnet18,resnet20", help="comma-separated")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--precision", default="bfloat16")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps after the first two")
+    add_step_arguments(parser, steps=20, warmup=None, several=True)
     parser.add_argument("--fresh-cache", action="store_true", help="an empty kernel cache each")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

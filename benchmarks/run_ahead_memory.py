@@ -23,6 +23,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
+from step_arguments import add_step_arguments  # noqa: E402
 from throughput import mlx_runner, mx, random_batch  # noqa: E402
 
 
@@ -47,13 +48,7 @@ def parse_limits(text: str) -> list[int | None]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="gpu")
-    parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--precision", default="bfloat16")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3)
+    add_step_arguments(parser, steps=10)
     parser.add_argument("--limits", default="none,1400,1300,1200,1000")
     args = parser.parse_args(argv)
     try:

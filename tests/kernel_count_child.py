@@ -1,14 +1,14 @@
-"""Compiles one layer's training step for two inputs or settings and prints how many kernel
-libraries MLX compiled for the first and how many more for the second (used by
-test_ops_scalars.py, with TMPDIR an empty folder: MLX keeps its CPU kernels under it)."""
+"""Compiles one layer's forward and backward pass for two inputs or settings, and fails unless
+the first compiled kernel libraries and the second compiled none: a number that depends on the
+shape or the layer must reach the kernels at run time (used by test_ops_scalars.py, with
+TMPDIR an empty folder: MLX keeps its CPU kernels under it). Prints both counts."""
 
 import sys
-import tempfile
 from functools import partial
-from pathlib import Path
 
 import mlx.core as mx
 
+from mlxvision.backend import compiled_kernel_folder
 from mlxvision.models.layers import SqueezeExcitation, StochasticDepth
 from mlxvision.ops import BatchNorm
 
@@ -26,7 +26,7 @@ elif case == "stochastic_depth":  # two rates, one shape
 else:
     raise SystemExit(f"unknown case {case!r}")
 
-FOLDER = Path(tempfile.gettempdir()) / "mlx" / mx.__version__ / "cpu"
+FOLDER = compiled_kernel_folder(gpu=False)
 
 
 def new_kernels(layer, x: mx.array) -> int:
@@ -43,4 +43,7 @@ def new_kernels(layer, x: mx.array) -> int:
     return len(set(FOLDER.glob("lib*.so")) - before)
 
 
-print(*(new_kernels(layer, x) for layer, x in zip(layers, inputs, strict=True)))
+first, second = (new_kernels(layer, x) for layer, x in zip(layers, inputs, strict=True))
+print(first, second)
+assert first > 0, f"{case}: no kernel library appeared in {FOLDER}: is that MLX's folder?"
+assert second == 0, f"{case}: the second shape or setting compiled {second} kernels of its own"

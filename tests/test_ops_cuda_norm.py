@@ -185,8 +185,7 @@ NVCC = shutil.which("nvcc")
 def test_every_kernel_source_compiles_with_nvcc(tmp_path):
     """The kernels compile on a machine without a GPU, in the signature MLX generates for them
     (each input a pointer, then its shape where the source reads it; the outputs; the
-    template constants): a mistake in a source fails here
-    rather than on first use."""
+    template constants): a mistake in a source fails here rather than on first use."""
     prelude = [
         "#include <cuda_bf16.h>",
         "#include <cuda_fp16.h>",

@@ -199,6 +199,25 @@ def keep_kernel_cache() -> str:
     return str(folder)
 
 
+def compiled_kernel_folder(gpu: bool) -> Path:
+    """Where MLX keeps the kernels it compiles in this process: on CUDA ``MLX_PTX_CACHE_DIR``
+    (see :func:`keep_kernel_cache`) or ``TMP/mlx/VERSION/ptx``; on the CPU, where
+    ``mx.compile`` builds C++ libraries, ``TMP/mlx/VERSION/cpu`` (``TMP`` is ``TMPDIR`` or the
+    system's temporary folder).
+
+    Example:
+        >>> compiled_kernel_folder(gpu=False).parts[-1]
+        'cpu'
+    """
+    import tempfile
+
+    import mlx.core as mx
+
+    if gpu and os.environ.get("MLX_PTX_CACHE_DIR"):
+        return Path(os.environ["MLX_PTX_CACHE_DIR"])
+    return Path(tempfile.gettempdir()) / "mlx" / mx.__version__ / ("ptx" if gpu else "cpu")
+
+
 CUDA_OPS_PER_GRAPH = 3
 
 

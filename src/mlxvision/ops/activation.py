@@ -125,13 +125,18 @@ def _fused(value, gradient):
     return function
 
 
-_LOG2_E = 1.4426950408889634
+_LOG2_E = math.log2(math.e)
+
+
+def _exp_by_power(v: mx.array, scale: float = 1.0) -> mx.array:
+    """``e^{scale·v}`` as ``2^{v·scale·log₂e}``: MLX's CPU ``power`` costs about 6 ns a value,
+    its ``exp`` 15 (each operation here runs on its own, uncompiled)."""
+    return mx.power(2.0, v * (scale * _LOG2_E))
 
 
 def _sigmoid_by_power(x: mx.array) -> mx.array:
-    """``1 / (1 + 2^(-x·log₂e))``: MLX's CPU ``power`` costs about 6 ns a value, its ``exp``
-    15 and its ``sigmoid`` 20; each operation here runs on its own (no compilation)."""
-    return 1.0 / (1.0 + mx.power(2.0, x * -_LOG2_E))
+    """``1 / (1 + e^{-x})`` (MLX's ``sigmoid``: about 20 ns a value on the CPU)."""
+    return 1.0 / (1.0 + _exp_by_power(x, -1.0))
 
 
 @mx.custom_function
@@ -151,10 +156,6 @@ _ERFC_EXPONENT = (
     -1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
     0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277,
 )  # fmt: skip
-
-
-def _exp_by_power(v: mx.array) -> mx.array:
-    return mx.power(2.0, v * _LOG2_E)
 
 
 def _normal_cdf_by_power(x: mx.array) -> mx.array:

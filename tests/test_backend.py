@@ -1,10 +1,12 @@
 import os
+import platform
 import subprocess
 import sys
 
 import pytest
 
 import mlxvision as mv
+from mlxvision import backend
 from mlxvision.backend import CUDA_OPS_PER_GRAPH, INSTALL_HINT, tune_cuda_graphs
 
 
@@ -43,6 +45,20 @@ def test_preloaded_blas_gives_the_same_products_as_the_reference():
     )
     for setting in ("auto", "off"):
         assert float(_info_in_new_process({"MLXVISION_BLAS": setting}, code)) < 1e-3
+
+
+def test_a_blas_choice_made_at_import_is_kept_by_later_calls(monkeypatch):
+    """Later calls (the CLI imports MLX again) keep what was decided before MLX loaded; only a
+    first check after MLX has loaded says that it came too late."""
+    monkeypatch.delenv("MLXVISION_BLAS", raising=False)
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
+    missing = backend.BlasChoice(None, "no optimized BLAS found; install one")
+    monkeypatch.setattr(backend, "BLAS", missing)
+    backend.import_mlx()
+    assert backend.BLAS is missing
+    assert mv.info()["blas_reason"] == missing.reason
+    monkeypatch.setattr(backend, "BLAS", backend.BlasChoice(None, backend.NOT_CHECKED))
+    assert "import mlxvision first" in backend.preload_blas().reason
 
 
 def test_install_hint_names_the_extras():

@@ -55,7 +55,8 @@ class BlasChoice:
     reason: str
 
 
-BLAS = BlasChoice(None, "not checked yet")
+NOT_CHECKED = "not checked yet"
+BLAS = BlasChoice(None, NOT_CHECKED)
 
 
 def preload_blas() -> BlasChoice:
@@ -71,9 +72,11 @@ def preload_blas() -> BlasChoice:
         BLAS = BlasChoice(None, f"not needed on {platform.system()}")
     elif setting.lower() in ("off", "0", "none", "reference"):
         BLAS = BlasChoice(None, "turned off by MLXVISION_BLAS")
-    elif "mlx.core" in sys.modules and BLAS.library is None:
+    elif BLAS.reason != NOT_CHECKED:
+        pass  # decided when mlxvision was imported: MLX has loaded its BLAS since
+    elif "mlx.core" in sys.modules:
         BLAS = BlasChoice(None, "mlx.core was imported before mlxvision; import mlxvision first")
-    elif BLAS.library is None:
+    else:
         candidates = BLAS_CANDIDATES if setting.lower() == "auto" else (setting,)
         BLAS = _load_first(candidates, explicit=setting.lower() != "auto")
     return BLAS

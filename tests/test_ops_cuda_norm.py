@@ -179,13 +179,23 @@ def test_compiled_bfloat16_pass_keeps_no_float32_copy_of_the_input():
 
 
 NVCC = shutil.which("nvcc")
+needs_nvcc = pytest.mark.skipif(NVCC is None, reason="needs CUDA's compiler, nvcc")
 
 
-@pytest.mark.skipif(NVCC is None, reason="needs CUDA's compiler, nvcc")
-def test_every_kernel_source_compiles_with_nvcc(tmp_path):
-    """The kernels compile on a machine without a GPU, in the signature MLX generates for them
-    (each input a pointer, then its shape where the source reads it; the outputs; the
-    template constants): a mistake in a source fails here rather than on first use."""
+def kernel_definition(name, inputs, outputs, source, ctype, constants) -> str:
+    """A kernel in the signature MLX generates for it: each input a pointer, then its shape
+    where the source reads it; the outputs; the template constants as ``constexpr``."""
+    params = []
+    for arg in inputs:
+        params.append(f"const {ctype(arg)}* {arg}")
+        if f"{arg}_shape" in source:
+            params.append(f"const __grid_constant__ Shape {arg}_shape")
+    params += [f"{ctype(arg)}* {arg}" for arg in outputs]
+    body = "".join(f"    constexpr int {k} = {v};\n" for k, v in constants.items())
+    return f"__global__ void {name}({', '.join(params)}) {{\n{body}{source}\n}}"
+
+
+def assert_compiles_with_nvcc(tmp_path, header: str, kernels: list[str]) -> None:
     prelude = [
         "#include <cuda_bf16.h>",
         "#include <cuda_fp16.h>",
@@ -193,24 +203,9 @@ def test_every_kernel_source_compiles_with_nvcc(tmp_path):
         "#include <cuda/std/array>",
         "#include <cstdint>",
         "using Shape = cuda::std::array<int32_t, 10>;  // MLX's type for an input's shape",
-        HEADER,
+        header,
         "namespace cg = cooperative_groups;",
     ]
-
-    def ctype(name: str) -> str:  # the activations in bfloat16, the rest float32
-        return "__nv_bfloat16" if name in {"x", "dy", "y", "residual", "dx"} else "float"
-
-    constants = {"TC": _CHANNELS_PER_BLOCK, "TR": _ROW_LANES, "V": _VALUES_PER_THREAD}
-    kernels = []
-    for name, (inputs, outputs, source) in KERNELS.items():
-        params = []
-        for arg in inputs:
-            params.append(f"const {ctype(arg)}* {arg}")
-            if f"{arg}_shape" in source:
-                params.append(f"const __grid_constant__ Shape {arg}_shape")
-        params += [f"{ctype(arg)}* {arg}" for arg in outputs]
-        body = "".join(f"    constexpr int {k} = {v};\n" for k, v in constants.items())
-        kernels.append(f"__global__ void {name}({', '.join(params)}) {{\n{body}{source}\n}}")
     path = tmp_path / "kernels.cu"
     path.write_text("\n".join(prelude + kernels) + "\n")
     done = subprocess.run(
@@ -220,3 +215,19 @@ def test_every_kernel_source_compiles_with_nvcc(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+@needs_nvcc
+def test_every_kernel_source_compiles_with_nvcc(tmp_path):
+    """The kernels compile on a machine without a GPU, in the signature MLX generates for
+    them: a mistake in a source fails here rather than on first use."""
+
+    def ctype(name: str) -> str:  # the activations in bfloat16, the rest float32
+        return "__nv_bfloat16" if name in {"x", "dy", "y", "residual", "dx"} else "float"
+
+    constants = {"TC": _CHANNELS_PER_BLOCK, "TR": _ROW_LANES, "V": _VALUES_PER_THREAD}
+    kernels = [
+        kernel_definition(name, inputs, outputs, source, ctype, constants)
+        for name, (inputs, outputs, source) in KERNELS.items()
+    ]
+    assert_compiles_with_nvcc(tmp_path, HEADER, kernels)

@@ -39,6 +39,7 @@ from typing import NamedTuple
 import mlx.core as mx
 
 from ..backend import on_cpu
+from .cuda_depthwise import depthwise_weight_grad
 
 METHODS = ("auto", "mlx", "im2col")
 ENV_SWITCH = "MLXVISION_FAST_CONV"
@@ -235,7 +236,9 @@ def conv2d(
     that ``"auto"`` computes a depthwise one (one filter per channel) on the CPU as a sum of
     shifted taps, leaving out those that read only padding, with a written gradient (per
     stride phase at larger strides); with ``inference=True`` (no gradient expected; the
-    result is the same either way) those taps run as one compiled pass.
+    result is the same either way) those taps run as one compiled pass. On CUDA, in training,
+    a depthwise convolution keeps MLX's forward and input gradient and takes its weight
+    gradient from :func:`mlxvision.ops.cuda_depthwise.depthwise_weight_grad`.
 
     Example:
         >>> x = mx.random.normal((2, 8, 8, 3))
@@ -260,10 +263,13 @@ def conv2d(
             f"with groups={groups} expects {in_channels * groups}"
         )
     depthwise = in_channels == 1 and groups == out_channels and dilation == (1, 1)
-    if depthwise and method == "auto" and on_cpu() and fast_conv_enabled():
-        if inference:
-            return _compiled_depthwise_taps(stride, padding)(x, weight)
-        return _depthwise_fn(stride, padding)(x, weight)
+    if depthwise and method == "auto" and fast_conv_enabled():
+        if on_cpu():
+            if inference:
+                return _compiled_depthwise_taps(stride, padding)(x, weight)
+            return _depthwise_fn(stride, padding)(x, weight)
+        if not inference and mx.cuda.is_available():
+            return _cuda_depthwise_fn(stride, padding)(x, weight)
     if groups != 1 or dilation != (1, 1) or method == "mlx":
         return mx.conv2d(x, weight, stride, padding, dilation, groups)
     if method == "auto":
@@ -339,28 +345,11 @@ def _depthwise_fn(stride: Pair, padding: Pair):
     def depthwise_vjp(primals, cotangent, output):
         x, weight = primals
         kh, kw = weight.shape[1:3]
-        (sh, sw), (ph, pw), (ho, wo) = stride, padding, cotangent.shape[1:3]
-        padded = _pad(x, padding)
-        live = {
-            (i, j)
-            for i in _live_taps(kh, sh, ho, ph, x.shape[1])
-            for j in _live_taps(kw, sw, wo, pw, x.shape[2])
-        }
-        zero = mx.zeros(x.shape[-1], mx.result_type(x, cotangent))
-        weight_grad = [
-            (
-                cotangent
-                * padded[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
-            ).sum(axis=(0, 1, 2))
-            if (i, j) in live
-            else zero  # the tap read padding only
-            for i in range(kh)
-            for j in range(kw)
-        ]
-        weight_grad = mx.stack(weight_grad, axis=1).reshape(weight.shape).astype(weight.dtype)
+        ph, pw = padding
+        padded_size = (x.shape[1] + 2 * ph, x.shape[2] + 2 * pw)
+        weight_grad = _depthwise_weight_grad(x, weight, cotangent, stride, padding)
         if stride != (1, 1):
-            size = padded.shape[1:3]
-            full = _subpixel_input_grad(weight, cotangent, stride, size, depthwise=True)
+            full = _subpixel_input_grad(weight, cotangent, stride, padded_size, depthwise=True)
         elif ph < kh and pw < kw:  # the correlation padded to give exactly the input's size
             flipped = weight[:, ::-1, ::-1, :]
             return _depthwise_taps(
@@ -369,6 +358,59 @@ def _depthwise_fn(stride: Pair, padding: Pair):
         else:
             full = _depthwise_taps(cotangent, weight[:, ::-1, ::-1, :], (1, 1), (kh - 1, kw - 1))
         return full[:, ph : ph + x.shape[1], pw : pw + x.shape[2], :], weight_grad
+
+    return depthwise
+
+
+def _depthwise_weight_grad(
+    x: mx.array, weight: mx.array, cotangent: mx.array, stride: Pair, padding: Pair
+) -> mx.array:
+    """The gradient of a depthwise convolution's weight ``(C, kh, kw, 1)``: per tap, the sum
+    over batch and positions of ``dy`` times that tap's shifted, strided input; zero for a tap
+    that reads only padding."""
+    kh, kw = weight.shape[1:3]
+    (sh, sw), (ph, pw), (ho, wo) = stride, padding, cotangent.shape[1:3]
+    padded = _pad(x, padding)
+    live = {
+        (i, j)
+        for i in _live_taps(kh, sh, ho, ph, x.shape[1])
+        for j in _live_taps(kw, sw, wo, pw, x.shape[2])
+    }
+    zero = mx.zeros(x.shape[-1], mx.result_type(x, cotangent))
+    per_tap = [
+        (cotangent * padded[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]).sum(
+            axis=(0, 1, 2)
+        )
+        if (i, j) in live
+        else zero
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return mx.stack(per_tap, axis=1).reshape(weight.shape).astype(weight.dtype)
+
+
+@functools.cache
+def _cuda_depthwise_fn(stride: Pair, padding: Pair):
+    """A depthwise convolution for training on CUDA: MLX's forward and input gradient (cuDNN's
+    kernels), with the weight gradient of :func:`_depthwise_weight_grad`. MLX computes that
+    gradient as a grouped convolution whose filter is the whole ``dy`` image, one group per
+    channel. Measured on an H200 (bfloat16, batch 256, compiled), weight gradient alone:
+    3×3 at 16×16×96 16.6 → 0.74 ms, 5×5 at 8×8×240 11.2 → 1.0 ms, 3×3 stride 2 at 32×32×96
+    17.4 → 0.90 ms, 5×5 stride 2 at 16×16×144 7.6 → 1.1 ms."""
+
+    def forward(x: mx.array, weight: mx.array) -> mx.array:
+        return mx.conv2d(x, weight, stride, padding, groups=x.shape[-1])
+
+    @mx.custom_function
+    def depthwise(x: mx.array, weight: mx.array) -> mx.array:
+        return forward(x, weight)
+
+    @depthwise.vjp
+    def depthwise_vjp(primals, cotangent, output):
+        x, weight = primals
+        _, (input_grad,) = mx.vjp(lambda x: forward(x, weight), [x], [cotangent])
+        weight_grad = depthwise_weight_grad(x, cotangent, weight.shape[1:3], stride, padding)
+        return input_grad, weight_grad.astype(weight.dtype)
 
     return depthwise
 

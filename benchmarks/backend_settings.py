@@ -108,10 +108,10 @@ def main(argv: list[str] | None = None) -> None:
     print("| setting | train img/s, each run | median | peak MB |")
     print("|---|---|---|---|")
     for text, runs in results.items():
-        rates = ", ".join(f"{run['rate']:,.0f}" for run in runs)
+        rates = ", ".join(f"{run['rate']:,.1f}" for run in runs)
         median = statistics.median(run["rate"] for run in runs)
         peak = max(run["peak_mb"] for run in runs)
-        print(f"| `{text}` | {rates} | {median:,.0f} | {peak:,.0f} |")
+        print(f"| `{text}` | {rates} | {median:,.1f} | {peak:,.0f} |")
 
 
 if __name__ == "__main__":

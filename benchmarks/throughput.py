@@ -3,8 +3,10 @@
 Models: any of the zoo (``--models``, comma-separated, or ``all``) at ``--image-size`` (32 by
 default; ``native`` takes each model's own input size from its card, 224 for the ImageNet
 models). At 64 pixels or less the ImageNet ResNets use their CIFAR stem. The PyTorch peers:
-the tutorial CNN, the CIFAR ResNets (``resnet20`` … ``resnet110``) and ResNet-18 with the
-CIFAR stem are written below with the same layers; the ImageNet models whose architecture
+the tutorial CNN, the CIFAR ResNets (``resnet20`` … ``resnet110``), ResNet-18 with the CIFAR
+stem, the pre-activation ResNet-18, the Wide ResNet-28-10 and the ViTs (4-pixel patches at 64
+pixels or less, 16-pixel ones above, on both sides) are written below with the same layers;
+the ImageNet models whose architecture
 mirrors torchvision's (ResNets, MobileNets, EfficientNet-B0, ConvNeXt-Tiny, VGG-BN) use
 torchvision's, when it is installed, at any size (at 64 pixels or less the ResNets' stem
 replaced as mlxvision's is). Models without a peer get mlxvision rows only. PyTorch
@@ -60,6 +62,14 @@ TORCHVISION_PEERS = (
     "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
 )  # fmt: skip
 CIFAR_STEM_MAX_SIZE = 64  # ImageNet ResNets take their CIFAR stem at this size or less
+VIT_WIDTHS = {"vit_tiny": (192, 3), "vit_small": (384, 6)}  # width, heads
+
+
+def vit_patch_size(image_size: int) -> int:
+    """ViTs take 4-pixel patches at CIFAR sizes (64 pixels or less), 16-pixel ones above."""
+    return 4 if image_size <= CIFAR_STEM_MAX_SIZE else 16
+
+
 VARIANTS = ("mlx", "mlx-compiled", "fast", "fast-compiled", "torch")
 NUM_CLASSES = 10
 
@@ -69,6 +79,7 @@ NUM_CLASSES = 10
 
 def torch_model(name: str, image_size: int):
     """The PyTorch peer of a zoo model at an image size, or None if the benchmark has none."""
+    import torch
     import torch.nn as tnn
     import torch.nn.functional as F
 
@@ -138,8 +149,68 @@ def torch_model(name: str, image_size: int):
             x = self.layers(F.relu(self.bn1(self.conv1(x))))
             return self.fc(x.mean((2, 3)))
 
+    class PreActBlock(tnn.Module):  # BN-ReLU-conv twice; the shortcut takes the activated input
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.bn1 = tnn.BatchNorm2d(cin)
+            self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn2 = tnn.BatchNorm2d(cout)
+            self.conv2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.shortcut = None
+            if stride != 1 or cin != cout:
+                self.shortcut = tnn.Conv2d(cin, cout, 1, stride, bias=False)
+
+        def forward(self, x):
+            out = F.relu(self.bn1(x))
+            identity = x if self.shortcut is None else self.shortcut(out)
+            out = self.conv1(out)
+            return self.conv2(F.relu(self.bn2(out))) + identity
+
+    class PreActResNet(tnn.Module):
+        def __init__(self, blocks, widths, stem: int) -> None:
+            super().__init__()
+            self.conv1 = tnn.Conv2d(3, stem, 3, 1, 1, bias=False)
+            layers, cin = [], stem
+            for index, (width, count) in enumerate(zip(widths, blocks, strict=True)):
+                for b in range(count):
+                    layers.append(PreActBlock(cin, width, 2 if index and not b else 1))
+                    cin = width
+            self.layers = tnn.Sequential(*layers)
+            self.bn = tnn.BatchNorm2d(cin)
+            self.fc = tnn.Linear(cin, NUM_CLASSES)
+
+        def forward(self, x):
+            x = F.relu(self.bn(self.layers(self.conv1(x))))
+            return self.fc(x.mean((2, 3)))
+
+    class VisionTransformer(tnn.Module):  # pre-norm blocks, class token, learned positions
+        def __init__(self, dim: int, heads: int, depth: int = 12) -> None:
+            super().__init__()
+            patch = vit_patch_size(image_size)
+            self.patch_embed = tnn.Conv2d(3, dim, patch, patch)
+            self.cls_token = tnn.Parameter(torch.zeros(1, 1, dim))
+            self.pos_embed = tnn.Parameter(torch.zeros(1, 1 + (image_size // patch) ** 2, dim))
+            layer = tnn.TransformerEncoderLayer(
+                dim, heads, 4 * dim, dropout=0.0, activation="gelu", layer_norm_eps=1e-6,
+                batch_first=True, norm_first=True,
+            )  # fmt: skip
+            self.blocks = tnn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+            self.norm = tnn.LayerNorm(dim, eps=1e-6)
+            self.head = tnn.Linear(dim, NUM_CLASSES)
+
+        def forward(self, x):
+            x = self.patch_embed(x).flatten(2).transpose(1, 2)
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.pos_embed
+            return self.head(self.norm(self.blocks(x))[:, 0])
+
     if name == "simple_cnn":
         return SimpleCNN()
+    if name == "preact_resnet18":
+        return PreActResNet((2, 2, 2, 2), (64, 128, 256, 512), 64)
+    if name == "wide_resnet28_10":
+        return PreActResNet((4, 4, 4), (160, 320, 640), 16)
+    if name in VIT_WIDTHS:
+        return VisionTransformer(*VIT_WIDTHS[name])
     if name in CIFAR_RESNETS:
         blocks = (int(name.removeprefix("resnet")) - 2) // 6
         return ResNet(CifarBlock, (16, 32, 64), (blocks,) * 3, 16)
@@ -164,6 +235,8 @@ def mlx_model(name: str, image_size: int):
         kwargs["input_size"] = image_size
     elif name.startswith("resnet") and name not in CIFAR_RESNETS:
         kwargs["cifar_stem"] = image_size <= CIFAR_STEM_MAX_SIZE
+    elif name in VIT_WIDTHS:
+        kwargs.update(img_size=image_size, patch_size=vit_patch_size(image_size))
     return mlxvision.create_model(name, num_classes=NUM_CLASSES, **kwargs)
 
 

@@ -132,21 +132,26 @@ def torch_model(name: str, image_size: int):
             out = self.bn2(self.conv2(out))
             return F.relu(out + (x if self.downsample is None else self.downsample(x)))
 
-    class ResNet(tnn.Module):
-        def __init__(self, block, widths, blocks, stem: int) -> None:
+    class ResNet(tnn.Module):  # pre_activation: the stem's BN-ReLU moves after the stages
+        def __init__(self, block, widths, blocks, stem: int, pre_activation=False) -> None:
             super().__init__()
+            self.pre_activation = pre_activation
             self.conv1 = tnn.Conv2d(3, stem, 3, 1, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(stem)
             layers, cin = [], stem
             for index, (width, count) in enumerate(zip(widths, blocks, strict=True)):
                 for b in range(count):
                     layers.append(block(cin, width, 2 if index and not b else 1))
                     cin = width
             self.layers = tnn.Sequential(*layers)
+            self.bn = tnn.BatchNorm2d(cin if pre_activation else stem)
             self.fc = tnn.Linear(cin, NUM_CLASSES)
 
         def forward(self, x):
-            x = self.layers(F.relu(self.bn1(self.conv1(x))))
+            x = self.conv1(x)
+            if self.pre_activation:
+                x = F.relu(self.bn(self.layers(x)))
+            else:
+                x = self.layers(F.relu(self.bn(x)))
             return self.fc(x.mean((2, 3)))
 
     class PreActBlock(tnn.Module):  # BN-ReLU-conv twice; the shortcut takes the activated input
@@ -165,23 +170,6 @@ def torch_model(name: str, image_size: int):
             identity = x if self.shortcut is None else self.shortcut(out)
             out = self.conv1(out)
             return self.conv2(F.relu(self.bn2(out))) + identity
-
-    class PreActResNet(tnn.Module):
-        def __init__(self, blocks, widths, stem: int) -> None:
-            super().__init__()
-            self.conv1 = tnn.Conv2d(3, stem, 3, 1, 1, bias=False)
-            layers, cin = [], stem
-            for index, (width, count) in enumerate(zip(widths, blocks, strict=True)):
-                for b in range(count):
-                    layers.append(PreActBlock(cin, width, 2 if index and not b else 1))
-                    cin = width
-            self.layers = tnn.Sequential(*layers)
-            self.bn = tnn.BatchNorm2d(cin)
-            self.fc = tnn.Linear(cin, NUM_CLASSES)
-
-        def forward(self, x):
-            x = F.relu(self.bn(self.layers(self.conv1(x))))
-            return self.fc(x.mean((2, 3)))
 
     class VisionTransformer(tnn.Module):  # pre-norm blocks, class token, learned positions
         def __init__(self, dim: int, heads: int, depth: int = 12) -> None:
@@ -206,9 +194,9 @@ def torch_model(name: str, image_size: int):
     if name == "simple_cnn":
         return SimpleCNN()
     if name == "preact_resnet18":
-        return PreActResNet((2, 2, 2, 2), (64, 128, 256, 512), 64)
+        return ResNet(PreActBlock, (64, 128, 256, 512), (2, 2, 2, 2), 64, pre_activation=True)
     if name == "wide_resnet28_10":
-        return PreActResNet((4, 4, 4), (160, 320, 640), 16)
+        return ResNet(PreActBlock, (160, 320, 640), (4, 4, 4), 16, pre_activation=True)
     if name in VIT_WIDTHS:
         return VisionTransformer(*VIT_WIDTHS[name])
     if name in CIFAR_RESNETS:

@@ -85,3 +85,19 @@ def test_first_step_counts_the_kernels_a_fresh_cache_compiles():
     (row,) = [line.split("|") for line in done.stdout.splitlines() if line.startswith("| simple")]
     first_step, kernels, rate = float(row[2]), int(row[6]), float(row[7].replace(",", ""))
     assert first_step > 0 and kernels > 0 and rate > 0
+
+
+def test_depthwise_layers_times_every_depthwise_layer_and_checks_the_gradients():
+    command = [sys.executable, "depthwise_layers.py", "--device", "cpu"]
+    command += ["--model", "mobilenet_v3_small", "--batch-size", "2", "--repeats", "1"]
+    command += ["--dtype", "float32"]
+    done = subprocess.run(command, cwd=BENCHMARKS, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if re.match(r"\| \d+×", line)]
+    # MobileNetV3-Small's depthwise layers at 32 pixels: 3×3 and 5×5, strides 1 and 2
+    assert len(rows) >= 5 and {"3×3, 2", "5×5, 1", "5×5, 2"} <= {r.split(" | ")[1] for r in rows}
+    for row in rows:
+        cells = row.split(" | ")
+        times = [float(t) for cell in cells[2:4] for t in cell.split(" / ")]
+        assert len(times) == 6 and all(t > 0 for t in times), row
+        assert float(cells[5].split()[1].rstrip(" |")) < 1e-4, row  # taps against MLX's

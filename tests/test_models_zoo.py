@@ -8,6 +8,7 @@ import pytest
 from mlx.utils import tree_flatten, tree_map
 
 import mlxvision
+from mlxvision import ops
 from mlxvision.checkpoint import CheckpointError
 from mlxvision.models import (
     count_multiply_adds,
@@ -19,6 +20,7 @@ from mlxvision.models import (
 from mlxvision.models.fastnet import FastNet
 from mlxvision.models.layers import StochasticDepth, adaptive_avg_pool2d, make_divisible
 from mlxvision.models.resnet import PadShortcut
+from mlxvision.ops import use_fast_layers
 
 # torchvision's counts (weights only, no buffers) at its defaults (1000 classes); timm's for ViT.
 TORCHVISION_PARAMS = {
@@ -284,6 +286,23 @@ def test_airbench_whitening_decorrelates_patches():
     moment = out[:, :12].T @ out[:, :12] / len(out)
     np.testing.assert_allclose(moment, np.eye(12), atol=2e-3)
     np.testing.assert_allclose(out[:, 12:], -out[:, :12], atol=1e-5)
+
+
+@pytest.mark.parametrize("activation, fast", [("gelu", ops.GELU), ("relu", ops.ReLU)])
+def test_airbench_activations_are_layers_that_take_the_fast_forms(activation, fast):
+    """FastNet's activations are layers, so create_model gives them the package's forms (on
+    the CPU a GELU without MLX's erf); the outputs stay MLX's within the forms' tolerance."""
+    model = create_model("airbench_net", num_classes=10, widths=(8, 16, 16), activation=activation)
+    layers = [model.activation, *(group.activation for group in model.blocks.layers)]
+    assert all(type(layer) is fast for layer in layers)
+    x = mx.random.normal((2, 16, 16, 3))
+    for train in (True, False):
+        model.train(train)
+        got = model(x)
+        use_fast_layers(model, enabled=False)
+        expected = model(x)
+        use_fast_layers(model)
+        np.testing.assert_allclose(np.array(got), np.array(expected), rtol=1e-4, atol=1e-5)
 
 
 def test_simple_cnn_pools_before_relu_like_the_tutorial_order():

@@ -23,6 +23,7 @@ import argparse
 import time
 
 import mlxvision
+from mlxvision.backend import on_cuda
 from mlxvision.ops import conv as C
 from mlxvision.ops.cuda_depthwise import depthwise_weight_grad
 
@@ -93,7 +94,7 @@ def layer_row(shape, kernel, stride, padding, dtype, gpu: bool, repeats: int) ->
         times = [milliseconds(fn, (x, w), repeats) for fn in passes(forward, compiled=gpu)]
         cells.append(" / ".join(f"{t:.2f}" for t in times))
         grads[name] = mx.vjp(forward, [x, w], [dy])[1][1].astype(mx.float32)
-    if gpu and mx.cuda.is_available():
+    if on_cuda():
         cells.append(f"{milliseconds(kernel_grad, (x, dy), repeats):.2f}")
         grads["kernel"] = kernel_grad(x, dy)
     else:

@@ -6,11 +6,10 @@ models). At 64 pixels or less the ImageNet ResNets use their CIFAR stem. The PyT
 the tutorial CNN, the CIFAR ResNets (``resnet20`` … ``resnet110``), ResNet-18 with the CIFAR
 stem, the pre-activation ResNet-18, the Wide ResNet-28-10 and the ViTs (4-pixel patches at 64
 pixels or less, 16-pixel ones above, on both sides) are written below with the same layers;
-the ImageNet models whose architecture
-mirrors torchvision's (ResNets, MobileNets, EfficientNet-B0, ConvNeXt-Tiny, VGG-BN) use
-torchvision's, when it is installed, at any size (at 64 pixels or less the ResNets' stem
-replaced as mlxvision's is). Models without a peer get mlxvision rows only. PyTorch
-runs eager with ``channels_last``; it is optional.
+the ImageNet models whose architecture mirrors torchvision's (ResNets, MobileNets,
+EfficientNet-B0, ConvNeXt-Tiny, VGG-BN) use torchvision's, when it is installed, at any size
+(at 64 pixels or less the ResNets' stem replaced as mlxvision's is). Models without a peer
+get mlxvision rows only. PyTorch runs eager with ``channels_last``; it is optional.
 
 Variants (``--variants``, comma-separated):
 

@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import mlx.core as mx
 
-from ..backend import on_cpu
+from ..backend import on_cpu, on_cuda
 from .cuda_depthwise import depthwise_weight_grad
 
 METHODS = ("auto", "mlx", "im2col")
@@ -268,7 +268,7 @@ def conv2d(
             if inference:
                 return _compiled_depthwise_taps(stride, padding)(x, weight)
             return _depthwise_fn(stride, padding)(x, weight)
-        if not inference and mx.cuda.is_available():
+        if not inference and on_cuda():
             return _cuda_depthwise_fn(stride, padding)(x, weight)
     if groups != 1 or dilation != (1, 1) or method == "mlx":
         return mx.conv2d(x, weight, stride, padding, dilation, groups)
@@ -344,32 +344,29 @@ def _depthwise_fn(stride: Pair, padding: Pair):
     @depthwise.vjp
     def depthwise_vjp(primals, cotangent, output):
         x, weight = primals
-        kh, kw = weight.shape[1:3]
-        ph, pw = padding
-        padded_size = (x.shape[1] + 2 * ph, x.shape[2] + 2 * pw)
-        weight_grad = _depthwise_weight_grad(x, weight, cotangent, stride, padding)
-        if stride != (1, 1):
-            full = _subpixel_input_grad(weight, cotangent, stride, padded_size, depthwise=True)
-        elif ph < kh and pw < kw:  # the correlation padded to give exactly the input's size
+        (kh, kw), (ph, pw) = weight.shape[1:3], padding
+        weight_grad = _depthwise_weight_grad(x, cotangent, (kh, kw), stride, padding)
+        weight_grad = weight_grad.astype(weight.dtype)
+        if stride == (1, 1) and ph < kh and pw < kw:  # the correlation gives the input's size
             flipped = weight[:, ::-1, ::-1, :]
             return _depthwise_taps(
                 cotangent, flipped, (1, 1), (kh - 1 - ph, kw - 1 - pw)
             ), weight_grad
-        else:
-            full = _depthwise_taps(cotangent, weight[:, ::-1, ::-1, :], (1, 1), (kh - 1, kw - 1))
+        padded_size = (x.shape[1] + 2 * ph, x.shape[2] + 2 * pw)
+        full = _subpixel_input_grad(weight, cotangent, stride, padded_size, depthwise=True)
         return full[:, ph : ph + x.shape[1], pw : pw + x.shape[2], :], weight_grad
 
     return depthwise
 
 
 def _depthwise_weight_grad(
-    x: mx.array, weight: mx.array, cotangent: mx.array, stride: Pair, padding: Pair
+    x: mx.array, cotangent: mx.array, kernel: Pair, stride: Pair, padding: Pair
 ) -> mx.array:
-    """The gradient of a depthwise convolution's weight ``(C, kh, kw, 1)``: per tap, the sum
-    over batch and positions of ``dy`` times that tap's shifted, strided input; zero for a tap
-    that reads only padding."""
-    kh, kw = weight.shape[1:3]
-    (sh, sw), (ph, pw), (ho, wo) = stride, padding, cotangent.shape[1:3]
+    """The gradient ``(C, kh, kw, 1)`` of a depthwise convolution's weight, in the dtype of
+    ``x·dy``: per tap, the sum over batch and positions of ``dy`` times that tap's shifted,
+    strided input; zero for a tap that reads only padding. The same arguments as the CUDA
+    kernel's :func:`mlxvision.ops.cuda_depthwise.depthwise_weight_grad`."""
+    (kh, kw), (sh, sw), (ph, pw), (ho, wo) = kernel, stride, padding, cotangent.shape[1:3]
     padded = _pad(x, padding)
     live = {
         (i, j)
@@ -386,7 +383,7 @@ def _depthwise_weight_grad(
         for i in range(kh)
         for j in range(kw)
     ]
-    return mx.stack(per_tap, axis=1).reshape(weight.shape).astype(weight.dtype)
+    return mx.stack(per_tap, axis=1).reshape(x.shape[-1], kh, kw, 1)
 
 
 @functools.cache

@@ -7,7 +7,7 @@ import pytest
 
 import mlxvision as mv
 from mlxvision import backend
-from mlxvision.backend import CUDA_OPS_PER_GRAPH, INSTALL_HINT, tune_cuda_graphs
+from mlxvision.backend import CUDA_EVAL_WIDTH, CUDA_OPS_PER_GRAPH, INSTALL_HINT, tune_cuda_graphs
 
 
 def _info_in_new_process(env_extra, code="import mlxvision as mv; print(mv.info()['blas'])"):
@@ -88,13 +88,21 @@ def test_kernel_cache_is_kept_in_the_user_cache_unless_told_otherwise(tmp_path):
     assert named == str(tmp_path / "k")
 
 
+CUDA_VARIABLES = (
+    "MLX_MAX_OPS_PER_BUFFER",
+    "MLX_USE_CUDA_GRAPHS",
+    "MLX_BFS_MAX_WIDTH",
+    "MLXVISION_CUDA_GRAPH_OPS",
+    "MLXVISION_DIRECT_LAUNCH",
+    "MLXVISION_EVAL_WIDTH",
+)
+
+
 def test_cuda_graph_size_is_set_on_cuda_only_and_never_over_the_users(monkeypatch):
     import mlx.core as mx
 
-    for name in ("MLX_MAX_OPS_PER_BUFFER", "MLX_USE_CUDA_GRAPHS"):
+    for name in CUDA_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("MLXVISION_CUDA_GRAPH_OPS", raising=False)
-    monkeypatch.delenv("MLXVISION_DIRECT_LAUNCH", raising=False)
     monkeypatch.setattr(mx.cuda, "is_available", lambda: False)
     assert tune_cuda_graphs() == "" and "MLX_MAX_OPS_PER_BUFFER" not in os.environ
     assert "MLX_USE_CUDA_GRAPHS" not in os.environ
@@ -118,9 +126,9 @@ def test_cuda_graph_size_is_set_on_cuda_only_and_never_over_the_users(monkeypatc
 def test_direct_kernel_launches_on_cuda_only_and_never_over_the_users(monkeypatch):
     import mlx.core as mx
 
+    for name in CUDA_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MLX_MAX_OPS_PER_BUFFER", "3")
-    monkeypatch.delenv("MLX_USE_CUDA_GRAPHS", raising=False)
-    monkeypatch.delenv("MLXVISION_DIRECT_LAUNCH", raising=False)
     monkeypatch.setattr(mx.cuda, "is_available", lambda: True)
     tune_cuda_graphs()
     assert os.environ["MLX_USE_CUDA_GRAPHS"] == "0"
@@ -131,3 +139,30 @@ def test_direct_kernel_launches_on_cuda_only_and_never_over_the_users(monkeypatc
     monkeypatch.setenv("MLXVISION_DIRECT_LAUNCH", "default")  # MLX's CUDA graphs
     tune_cuda_graphs()
     assert "MLX_USE_CUDA_GRAPHS" not in os.environ
+
+
+def test_depth_first_evaluation_on_cuda_only_and_never_over_the_users(monkeypatch):
+    import mlx.core as mx
+
+    for name in CUDA_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(mx.cuda, "is_available", lambda: False)
+    tune_cuda_graphs()
+    assert "MLX_BFS_MAX_WIDTH" not in os.environ
+    monkeypatch.setattr(mx.cuda, "is_available", lambda: True)
+    tune_cuda_graphs()
+    assert os.environ["MLX_BFS_MAX_WIDTH"] == str(CUDA_EVAL_WIDTH)
+    monkeypatch.setenv("MLX_BFS_MAX_WIDTH", "8")  # the user's value stays
+    tune_cuda_graphs()
+    assert os.environ["MLX_BFS_MAX_WIDTH"] == "8"
+    monkeypatch.delenv("MLX_BFS_MAX_WIDTH")
+    monkeypatch.setenv("MLXVISION_EVAL_WIDTH", "default")  # MLX's width
+    tune_cuda_graphs()
+    assert "MLX_BFS_MAX_WIDTH" not in os.environ
+    monkeypatch.setenv("MLXVISION_EVAL_WIDTH", "4")
+    tune_cuda_graphs()
+    assert os.environ["MLX_BFS_MAX_WIDTH"] == "4"
+    monkeypatch.delenv("MLX_BFS_MAX_WIDTH")
+    monkeypatch.setenv("MLXVISION_EVAL_WIDTH", "wide")
+    with pytest.raises(ValueError, match="MLXVISION_EVAL_WIDTH"):
+        tune_cuda_graphs()

@@ -374,3 +374,72 @@ def test_cpu_conv_backward_frees_each_layer_before_moving_on():
     for g, h in zip(grads, plain_grads, strict=True):
         assert mx.array_equal(g, h).item()
     assert ordered < 0.5 * unordered, (ordered, unordered)  # measured 22 MB against 82 MB
+
+
+def numpy_max_pool_and_gradient(x: np.ndarray, kernel, stride, padding, cotangent: np.ndarray):
+    """Max pooling of NHWC ``x`` and its gradient for ``cotangent``, PyTorch's rule: each
+    window's gradient goes to its first largest value, in row-major window order."""
+    (kh, kw), (sh, sw), ((top, bottom), (left, right)) = kernel, stride, padding
+    padded = np.pad(x, [(0, 0), (top, bottom), (left, right), (0, 0)], constant_values=-np.inf)
+    rows = (padded.shape[1] - kh) // sh + 1
+    cols = (padded.shape[2] - kw) // sw + 1
+    out = np.empty((x.shape[0], rows, cols, x.shape[3]), x.dtype)
+    grad = np.zeros_like(padded)
+    for n, r, c, ch in itertools.product(*map(range, (x.shape[0], rows, cols, x.shape[3]))):
+        window = padded[n, r * sh : r * sh + kh, c * sw : c * sw + kw, ch]
+        i, j = np.unravel_index(np.argmax(window), window.shape)  # argmax: the first maximum
+        out[n, r, c, ch] = window[i, j]
+        grad[n, r * sh + i, c * sw + j, ch] += cotangent[n, r, c, ch]
+    return out, grad[:, top : top + x.shape[1], left : left + x.shape[2]]
+
+
+POOLINGS = [  # kernel, stride, padding: non-overlapping, overlapping, padded, rectangular
+    ((2, 2), (2, 2), ((0, 0), (0, 0))),
+    ((3, 3), (2, 2), ((1, 1), (1, 1))),
+    ((3, 3), (1, 1), ((1, 1), (1, 1))),
+    ((2, 3), (1, 2), ((1, 1), (0, 0))),
+]
+
+
+@pytest.mark.parametrize("kernel, stride, padding", POOLINGS)
+def test_window_slices_max_pool_against_numpy_with_ties(kernel, stride, padding):
+    from mlxvision.ops.layers import max_of_window_slices
+
+    # small integers: most windows hold equal maxima
+    x = mx.random.randint(0, 3, (2, 7, 9, 3), key=mx.random.key(1)).astype(mx.float32)
+    out = max_of_window_slices(x, kernel, stride, padding)
+    cotangent = mx.random.normal(out.shape, key=mx.random.key(2))
+    grad = mx.grad(lambda a: (max_of_window_slices(a, kernel, stride, padding) * cotangent).sum())(
+        x
+    )
+    expected, expected_grad = numpy_max_pool_and_gradient(
+        np.array(x), kernel, stride, padding, np.array(cotangent)
+    )
+    reference = nn.MaxPool2d(kernel, stride, [p[0] for p in padding])
+    assert np.array_equal(np.array(out), expected)
+    if padding[0] == padding[1]:  # MLX's pooling pads both sides equally
+        assert mx.array_equal(out, reference(x)).item()
+    np.testing.assert_allclose(np.array(grad), expected_grad, rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_on_cuda_takes_the_window_slices(monkeypatch):
+    """With the CUDA backend stood in, MaxPool2d computes the window slices' form (the
+    gradient of tied maxima goes to the first, not split as MLX's pooling does), and MLX's
+    pooling under fast_conv_disabled."""
+    from mlxvision.ops import layers
+
+    monkeypatch.setattr(layers, "on_cuda", lambda: True)
+    monkeypatch.setattr(layers, "on_cpu", lambda: False)
+    x = mx.ones((1, 4, 4, 1))
+    first = np.zeros((1, 4, 4, 1), np.float32)
+    first[:, ::2, ::2] = 1
+    split = np.full((1, 4, 4, 1), 0.25, np.float32)
+
+    def gradient(pool):
+        return np.array(mx.grad(lambda a: pool(a).sum())(x))
+
+    pool = MaxPool2d(2, 2)
+    np.testing.assert_array_equal(gradient(pool), first)
+    with fast_conv_disabled():
+        np.testing.assert_array_equal(gradient(pool), split)
+    np.testing.assert_array_equal(gradient(nn.MaxPool2d(2, 2)), split)

@@ -222,14 +222,30 @@ def compiled_kernel_folder(gpu: bool) -> Path:
 
 
 CUDA_OPS_PER_GRAPH = 3
+CUDA_EVAL_WIDTH = 1
+
+
+def _set_mlx_number(mlx_name: str, own_name: str, ours: int) -> str:
+    """Set MLX's variable ``mlx_name`` to ``ours`` unless the user set it; ``own_name`` set
+    to ``default`` leaves MLX's value, to a number sets that. Returns the value in use
+    (``""`` for MLX's default)."""
+    decided, setting = _mlx_variable_or_setting(mlx_name, own_name)
+    if decided is not None:
+        return decided
+    if setting and not setting.isdigit():
+        raise ValueError(f"{own_name}: expected a positive number or 'default', got {setting!r}")
+    os.environ[mlx_name] = setting or str(ours)
+    return os.environ[mlx_name]
 
 
 def tune_cuda_graphs() -> str:
     """On MLX's CUDA backend, launch kernels one by one instead of in CUDA graphs
-    (``MLX_USE_CUDA_GRAPHS=0``) and commit them to the GPU every :data:`CUDA_OPS_PER_GRAPH`
-    operations (``MLX_MAX_OPS_PER_BUFFER``) instead of MLX's 20; a variable the user set stays.
-    ``MLXVISION_DIRECT_LAUNCH=default`` keeps MLX's CUDA graphs; ``MLXVISION_CUDA_GRAPH_OPS``
-    ``=default`` leaves MLX's 20, a number sets it.
+    (``MLX_USE_CUDA_GRAPHS=0``), commit them to the GPU every :data:`CUDA_OPS_PER_GRAPH`
+    operations (``MLX_MAX_OPS_PER_BUFFER``) instead of MLX's 20, and evaluate the graph
+    depth first (``MLX_BFS_MAX_WIDTH`` = :data:`CUDA_EVAL_WIDTH` instead of 20); a variable the
+    user set stays. ``MLXVISION_DIRECT_LAUNCH=default`` keeps MLX's CUDA graphs;
+    ``MLXVISION_CUDA_GRAPH_OPS`` and ``MLXVISION_EVAL_WIDTH`` ``=default`` leave MLX's 20, a
+    number sets it.
 
     Measured on an H200 (``benchmarks/results/gpu_throughput.md``, bf16, batch 512, separate
     processes alternated), ResNet-18 training: MLX's defaults 22.8-26.2k images/s; graphs of
@@ -237,10 +253,12 @@ def tune_cuda_graphs() -> str:
     every 3 operations 43.1-47.0k (46.0k with the fused batch norm and ReLU, PyTorch's rate).
     Committing more operations at a time holds more memory, since MLX frees a commit's inputs
     once the GPU has run all of it: 1,357 / 1,453 / 1,496 MB for 1 / 2 / 3 operations, at
-    44.1 / 44.6 / 46.0k images/s (PyTorch: 1,348 MB); ``MLXVISION_CUDA_GRAPH_OPS=1`` trades
-    the 4% for the 10%. MLX reads both variables at its first GPU evaluation, so this must run
-    before it; ``import mlxvision`` does. Returns the commit size in use (``""`` for MLX's
-    default). Metal and the CPU are left alone.
+    44.1 / 44.6 / 46.0k images/s (PyTorch: 1,348 MB). The evaluation order moves the peak as
+    well: a width of 1 gave 1,350-1,376 MB against 1,529 for MLX's 20 at the same speed
+    (ResNet-50 at 224 px: 6,096 against 6,310 MB; VGG-11: 2,620 against 2,429). MLX reads these
+    variables at its first GPU evaluation, so this must run before it; ``import mlxvision``
+    does. Returns the commit size in use (``""`` for MLX's default). Metal and the CPU are left
+    alone.
 
     Example:
         >>> tune_cuda_graphs() == os.environ.get("MLX_MAX_OPS_PER_BUFFER", "")
@@ -253,17 +271,8 @@ def tune_cuda_graphs() -> str:
     decided, _ = _mlx_variable_or_setting("MLX_USE_CUDA_GRAPHS", "MLXVISION_DIRECT_LAUNCH")
     if decided is None:
         os.environ["MLX_USE_CUDA_GRAPHS"] = "0"
-    decided, setting = _mlx_variable_or_setting(
-        "MLX_MAX_OPS_PER_BUFFER", "MLXVISION_CUDA_GRAPH_OPS"
-    )
-    if decided is not None:
-        return decided
-    if setting and not setting.isdigit():
-        raise ValueError(
-            f"MLXVISION_CUDA_GRAPH_OPS: expected a positive number or 'default', got {setting!r}"
-        )
-    os.environ["MLX_MAX_OPS_PER_BUFFER"] = setting or str(CUDA_OPS_PER_GRAPH)
-    return os.environ["MLX_MAX_OPS_PER_BUFFER"]
+    _set_mlx_number("MLX_BFS_MAX_WIDTH", "MLXVISION_EVAL_WIDTH", CUDA_EVAL_WIDTH)
+    return _set_mlx_number("MLX_MAX_OPS_PER_BUFFER", "MLXVISION_CUDA_GRAPH_OPS", CUDA_OPS_PER_GRAPH)
 
 
 MALLOC = {"kept": False, "reason": "not checked yet"}
@@ -332,6 +341,7 @@ def info() -> dict[str, str]:
         "kernel_cache": os.environ.get("MLX_PTX_CACHE_DIR", "MLX's default (temporary folder)"),
         "cuda_graph_ops": os.environ.get("MLX_MAX_OPS_PER_BUFFER", "MLX's default"),
         "cuda_graphs": os.environ.get("MLX_USE_CUDA_GRAPHS", "MLX's default"),
+        "eval_width": os.environ.get("MLX_BFS_MAX_WIDTH", "MLX's default"),
         "compile_steps": "yes" if compile_by_default() else "no (CPU: measured no faster)",
     }
 

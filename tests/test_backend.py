@@ -98,11 +98,23 @@ CUDA_VARIABLES = (
 )
 
 
-def test_cuda_graph_size_is_set_on_cuda_only_and_never_over_the_users(monkeypatch):
+@pytest.fixture
+def cuda_variables(monkeypatch):
+    """The CUDA settings unset, restored after the test. MLX reads them once, at its first
+    evaluation: one happens first, so the values these tests set never reach this process's
+    MLX (a width of 1 would change the CPU's evaluation order for every later test)."""
     import mlx.core as mx
 
+    mx.eval(mx.zeros(1))
     for name in CUDA_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_cuda_graph_size_is_set_on_cuda_only_and_never_over_the_users(cuda_variables):
+    import mlx.core as mx
+
+    monkeypatch = cuda_variables
     monkeypatch.setattr(mx.cuda, "is_available", lambda: False)
     assert tune_cuda_graphs() == "" and "MLX_MAX_OPS_PER_BUFFER" not in os.environ
     assert "MLX_USE_CUDA_GRAPHS" not in os.environ
@@ -123,11 +135,10 @@ def test_cuda_graph_size_is_set_on_cuda_only_and_never_over_the_users(monkeypatc
         tune_cuda_graphs()
 
 
-def test_direct_kernel_launches_on_cuda_only_and_never_over_the_users(monkeypatch):
+def test_direct_kernel_launches_on_cuda_only_and_never_over_the_users(cuda_variables):
     import mlx.core as mx
 
-    for name in CUDA_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    monkeypatch = cuda_variables
     monkeypatch.setenv("MLX_MAX_OPS_PER_BUFFER", "3")
     monkeypatch.setattr(mx.cuda, "is_available", lambda: True)
     tune_cuda_graphs()
@@ -141,11 +152,10 @@ def test_direct_kernel_launches_on_cuda_only_and_never_over_the_users(monkeypatc
     assert "MLX_USE_CUDA_GRAPHS" not in os.environ
 
 
-def test_depth_first_evaluation_on_cuda_only_and_never_over_the_users(monkeypatch):
+def test_depth_first_evaluation_on_cuda_only_and_never_over_the_users(cuda_variables):
     import mlx.core as mx
 
-    for name in CUDA_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    monkeypatch = cuda_variables
     monkeypatch.setattr(mx.cuda, "is_available", lambda: False)
     tune_cuda_graphs()
     assert "MLX_BFS_MAX_WIDTH" not in os.environ

@@ -3,7 +3,8 @@ the memory of the old ones.
 
 Under :func:`mlx.core.compile` (and in an optimizer's own compiled update), MLX fuses an
 update such as SGD's ``v ← μv + g; p ← p − lr·v`` into one kernel with two outputs, and a
-kernel with several outputs does not reuse its inputs' buffers. Every step then holds the old
+kernel with several outputs does not write each into an input's buffer (the array-level
+measurements are in ``benchmarks/results/cpu.md``). Every step then holds the old
 and the new parameters and state at once: 5× the parameters' size with momentum SGD, against
 3× (parameters, momentum, gradients) when each output reuses its input. The classes here
 compute the same updates with each new state array as a separate kernel's output
@@ -14,7 +15,8 @@ CPU, batch 16: 2,485 → 1,524 MB peak, 10.6 → 11.4 images/s
 
 :func:`use_lean_updates` gives an optimizer of exactly MLX's class (also inside
 :class:`mlx.optimizers.MultiOptimizer`) these classes, in place, as
-:func:`~mlxvision.ops.use_fast_layers` does for layers; the results are equal.
+:func:`~mlxvision.ops.use_fast_layers` does for layers; the results are equal bit for bit
+(tested on the CPU).
 :func:`~mlxvision.engine.make_train_step` does it unless ``MLXVISION_LEAN_UPDATES=0``, except
 on CUDA, where the extra kernel per parameter is not yet measured (``=1`` turns it on there).
 

@@ -156,6 +156,20 @@ def import_mlx():
 _OPT_OUT = ("default", "off", "0")  # values of an MLXVISION_* variable that leave MLX's choice
 
 
+def switch_setting(name: str) -> bool | None:
+    """An ``MLXVISION_*`` on/off variable: ``1`` → True, ``0`` → False, unset → None (the
+    caller's default); anything else is an error naming the variable.
+
+    Example:
+        >>> switch_setting("MLXVISION_NO_SUCH_SWITCH") is None
+        True
+    """
+    setting = os.environ.get(name, "").strip()
+    if setting not in ("", "0", "1"):
+        raise ValueError(f"{name}: expected 0 or 1, got {setting!r}")
+    return None if not setting else setting == "1"
+
+
 def _mlx_variable_or_setting(mlx_name: str, own_name: str) -> tuple[str | None, str]:
     """``(decided, setting)`` for a setting of ours that sets one of MLX's variables:
     ``decided`` is the value of ``mlx_name`` when the user set it, ``""`` when ``own_name``

@@ -29,13 +29,12 @@ Example:
 
 from __future__ import annotations
 
-import os
 from typing import TypeVar
 
 import mlx.core as mx
 import mlx.optimizers as optim
 
-from ..backend import on_cuda
+from ..backend import on_cuda, switch_setting
 
 OptimizerT = TypeVar("OptimizerT", bound=optim.Optimizer)
 
@@ -142,9 +141,5 @@ def lean_updates_by_default() -> bool:
         >>> isinstance(lean_updates_by_default(), bool)
         True
     """
-    setting = os.environ.get("MLXVISION_LEAN_UPDATES", "").strip()
-    if setting in ("0", "1"):
-        return setting == "1"
-    if setting:
-        raise ValueError(f"MLXVISION_LEAN_UPDATES: expected 0 or 1, got {setting!r}")
-    return not on_cuda()
+    chosen = switch_setting("MLXVISION_LEAN_UPDATES")
+    return not on_cuda() if chosen is None else chosen

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..backend import on_cpu
+from ..backend import on_cpu, switch_setting
 from .conv import fast_conv_enabled
 
 _SQUARINGS = 7
@@ -267,10 +266,7 @@ def silu_recomputes() -> bool:
         >>> isinstance(silu_recomputes(), bool)
         True
     """
-    setting = os.environ.get("MLXVISION_SILU_RECOMPUTE", "").strip()
-    if setting not in ("", "0", "1"):
-        raise ValueError(f"MLXVISION_SILU_RECOMPUTE: expected 0 or 1, got {setting!r}")
-    return setting == "1"
+    return switch_setting("MLXVISION_SILU_RECOMPUTE") is True
 
 
 class SiLU(nn.SiLU):

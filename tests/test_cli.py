@@ -53,6 +53,18 @@ def test_resume_continues_a_run_to_more_epochs(tmp_path, capsys):
     assert summary["position"]["epoch"] == 3 and summary["kind"] == "checkpoint folder"
 
 
+def test_train_with_a_memory_cap_reports_it_and_gives_the_limit_back(tmp_path, capsys):
+    limit = mx.get_memory_limit()
+    args = ["train", "--epochs", "1", "--out", str(tmp_path), "--name", "c", "--memory-cap", "0.1"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    found = re.search(r"MemoryCap: working set ([0-9,]+) MB, memory limit ([0-9,]+) MB", printed)
+    assert found, printed[-2000:]
+    working, cap = (int(v.replace(",", "")) for v in found.groups())
+    assert 0 < working <= cap <= working * 1.1 + 1
+    assert mx.get_memory_limit() == limit
+
+
 def test_evaluate_reloads_to_the_accuracy_training_reported(short_run, capsys):
     assert main(["evaluate", str(short_run)]) == 0
     reported = json.loads((short_run / "metrics.jsonl").read_text().splitlines()[-1])

@@ -77,6 +77,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.model and args.model != recipe.model:
         changes["model_kwargs"] = {}  # the recipe's model options belong to its own model
     recipe = recipe.replace(**changes)
+    extra_callbacks = []
+    if args.memory_cap is not None:
+        from .engine.memory_cap import MemoryCap
+
+        extra_callbacks.append(MemoryCap(slack=args.memory_cap))
     run_recipe(
         recipe,
         data_root=args.data,
@@ -85,6 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         verbose=not args.quiet,
         distributed=args.distributed,
+        extra_callbacks=extra_callbacks,
     )
     return 0
 
@@ -215,6 +221,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .engine.memory_cap import DEFAULT_SLACK
     from .recipes import DATASETS, list_recipes
 
     parser = argparse.ArgumentParser(prog="mlxvision", description=__doc__)
@@ -235,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--name", help="run folder name (default: a timestamp)")
     train.add_argument("--resume", help="run folder to continue from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    train.add_argument(
+        "--memory-cap",
+        type=float,
+        nargs="?",
+        const=DEFAULT_SLACK,
+        metavar="SLACK",
+        help=f"hold memory at the step's working set plus SLACK (default {DEFAULT_SLACK}), "
+        "measured on the second step: a lower peak at some speed (mlxvision.engine.memory_cap)",
+    )
     train.add_argument(
         "--distributed",
         action="store_true",

@@ -20,9 +20,10 @@ CPU, batch 16: 2,485 → 1,524 MB peak, 10.6 → 11.4 images/s
 (tested on the CPU).
 :func:`~mlxvision.engine.make_train_step` does it unless ``MLXVISION_LEAN_UPDATES=0``, except
 on CUDA, where the extra kernel per parameter costs speed on some models (``=1`` turns it on
-there). Measured on an H200 (bf16): ResNet-18's peak 1,372–1,376 → 1,314–1,335 MB (PyTorch:
-1,348) at 0.94–1.02× PyTorch's speed; VGG-11's 2,622 → 1,700 MB at 9% less speed;
-EfficientNet-B0 ~12% slower with no memory gained (``benchmarks/results/gpu_throughput.md``).
+there). Measured on an H200 (bf16) with every array kept apart: ResNet-18's peak
+1,372–1,376 → 1,314–1,335 MB (PyTorch: 1,348) at 0.94–1.02× PyTorch's speed; VGG-11's
+2,622 → 1,700 MB at 9% less speed; EfficientNet-B0 ~12% slower with no memory gained
+(``benchmarks/results/gpu_throughput.md``), which :data:`LEAN_MIN_SIZE` addresses.
 
 Example:
     >>> import mlx.optimizers as optim

@@ -57,7 +57,9 @@ class MemoryCap(Callback):
     plus ``slack`` (a fraction) until the run ends, when the earlier limit comes back.
 
     The updates are the same as without the cap; only when the host waits for the device
-    changes. ``cap_bytes`` and ``working_set_bytes`` hold what was measured.
+    changes. Validation inside the run is held by the same limit. ``cap_bytes`` and
+    ``working_set_bytes`` hold what was measured. The measured step runs with nothing in
+    flight, so it is slower than the others.
 
     Example:
         >>> cap = MemoryCap(slack=0.03)

@@ -35,7 +35,9 @@ def test_the_working_set_lies_between_what_must_stay_and_the_free_running_peak()
     assert mx.get_memory_limit() == limit
     # the parameters, their gradients and the momentum are alive together at the update
     must_stay = 3 * _nbytes(model.trainable_parameters()) + x.nbytes
-    assert must_stay < measured < free_peak
+    # what the host ran ahead held 10-16% of the peak on a 2-core CPU, loaded or not;
+    # without the zero limit the two peaks came within 3%
+    assert must_stay < measured < 0.95 * free_peak, (measured, free_peak)
 
 
 def _run(cap: MemoryCap | None):
@@ -85,6 +87,23 @@ def test_the_cap_holds_during_the_run():
     trainer.fit(DataLoader(data, 8), epochs=1)
     # step 1 compiles, step 2 is measured under a limit of zero, steps 3-8 run capped
     assert seen == [0, cap.cap_bytes] + [cap.cap_bytes] * 6
+    assert mx.get_memory_limit() == limit
+
+
+def test_a_failing_run_gives_the_limit_back_too():
+    def batches():
+        for step in range(6):
+            if step == 4:
+                raise RuntimeError("the loader broke")
+            yield mx.zeros((8, 8, 8, 1)), mx.array([0, 1] * 4)
+
+    limit = mx.get_memory_limit()
+    cap = MemoryCap()
+    model = mv.create_model("simple_cnn", num_classes=2, in_channels=1, input_size=8)
+    trainer = mv.Trainer(model, optim.SGD(0.01), callbacks=[cap], verbose=False)
+    with pytest.raises(RuntimeError, match="the loader broke"):
+        trainer.fit(batches(), epochs=1)
+    assert cap.cap_bytes is not None  # the cap was in force when the loader failed
     assert mx.get_memory_limit() == limit
 
 

@@ -37,7 +37,8 @@ class Callback:
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
 
-    def on_fit_end(self, trainer: Trainer) -> None: ...
+    def on_fit_end(self, trainer: Trainer) -> None:
+        """When ``fit`` returns or raises: release what the callback holds."""
 
 
 def _better(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:

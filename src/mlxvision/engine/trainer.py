@@ -201,6 +201,17 @@ class Trainer:
             self.train_step = self._make_train_step()
         self.stop_training = False
         self._call("on_fit_start")
+        try:
+            return self._fit_epochs(train_loader, epochs, val_loader)
+        finally:  # also when training fails: callbacks release what they hold
+            self._call("on_fit_end")
+            if self._watchdog is not None:
+                self._watchdog.stop()
+                self._watchdog = None
+
+    def _fit_epochs(
+        self, train_loader: Batches, epochs: int, val_loader: Batches | None
+    ) -> list[dict[str, Any]]:
         trained = []
         while self.position["epoch"] <= epochs and not self.stop_training:
             epoch = self.position["epoch"]
@@ -222,10 +233,6 @@ class Trainer:
             self.position = {"epoch": epoch + 1, "batch": 0}
             self.log(epoch_summary(record, epochs))
             self._call("on_epoch_end", record)
-        self._call("on_fit_end")
-        if self._watchdog is not None:
-            self._watchdog.stop()
-            self._watchdog = None
         return trained
 
     @property

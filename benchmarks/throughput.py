@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import mlxvision
-from mlxvision.engine.memory_cap import DEFAULT_SLACK, working_set
+from mlxvision.engine.memory_cap import limit_for, working_set
 from mlxvision.engine.steps import make_eval_step, make_train_step
 from mlxvision.models.registry import model_card
 from mlxvision.ops import keep_freed_memory, use_fast_layers
@@ -284,7 +284,7 @@ def mlx_runner(
     def capped_step() -> None:
         cap["steps"] += 1
         if cap["steps"] == 2:  # the first compiles
-            cap["bytes"] = int(working_set(step) * (1 + DEFAULT_SLACK))
+            cap["bytes"] = limit_for(working_set(step))
         elif cap["bytes"] is None:
             step()
         else:

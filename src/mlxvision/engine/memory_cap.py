@@ -51,6 +51,16 @@ def working_set(run_step: Callable[[], Any]) -> int:
         mx.set_memory_limit(previous)
 
 
+def limit_for(working_set_bytes: int, slack: float = DEFAULT_SLACK) -> int:
+    """The memory limit that holds a step to ``working_set_bytes`` plus ``slack`` (a fraction).
+
+    Example:
+        >>> limit_for(1000, 0.03)
+        1030
+    """
+    return int(working_set_bytes * (1 + slack))
+
+
 class MemoryCap(Callback):
     """Hold training at its working set: measure the working set on the run's second step
     (the first compiles) with :func:`working_set`'s method, then set MLX's memory limit to it
@@ -87,7 +97,7 @@ class MemoryCap(Callback):
         elif trainer.global_step == self._measuring_after + 1 and self._previous is not None:
             mx.synchronize()
             self.working_set_bytes = mx.get_peak_memory()
-            self.cap_bytes = int(self.working_set_bytes * (1 + self.slack))
+            self.cap_bytes = limit_for(self.working_set_bytes, self.slack)
             mx.set_memory_limit(self.cap_bytes)
             trainer.log(
                 f"MemoryCap: working set {self.working_set_bytes / MB:,.0f} MB, "

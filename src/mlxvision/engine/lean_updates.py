@@ -18,12 +18,13 @@ CPU, batch 16: 2,485 → 1,524 MB peak, 10.6 → 11.4 images/s
 :class:`mlx.optimizers.MultiOptimizer`) these classes, in place, as
 :func:`~mlxvision.ops.use_fast_layers` does for layers; the results are equal bit for bit
 (tested on the CPU).
-:func:`~mlxvision.engine.make_train_step` does it unless ``MLXVISION_LEAN_UPDATES=0``, except
-on CUDA, where the extra kernel per parameter costs speed on some models (``=1`` turns it on
-there). Measured on an H200 (bf16) with every array kept apart: ResNet-18's peak
-1,372–1,376 → 1,314–1,335 MB (PyTorch: 1,348) at 0.94–1.02× PyTorch's speed; VGG-11's
-2,622 → 1,700 MB at 9% less speed; EfficientNet-B0 ~12% slower with no memory gained
-(``benchmarks/results/gpu_throughput.md``), which :data:`LEAN_MIN_SIZE` addresses.
+:func:`~mlxvision.engine.make_train_step` does it unless ``MLXVISION_LEAN_UPDATES=0``.
+On an H200 (bf16, ``benchmarks/results/gpu_throughput.md``): ResNet-18's peak 1,376 →
+1,341–1,343 MB (PyTorch: 1,348) at 0.90–0.93× PyTorch's speed against 0.93× with MLX's
+update; VGG-11's 2,612 → 1,719 MB at 6% less speed. Models of many small arrays lose a
+kernel launch per array kept apart, so arrays under :data:`LEAN_MIN_SIZE` values keep MLX's
+fused update (EfficientNet-B0: 15 of 213 arrays apart, 8% less speed between medians of
+overlapping runs).
 
 Example:
     >>> import mlx.optimizers as optim
@@ -39,7 +40,7 @@ from typing import TypeVar
 import mlx.core as mx
 import mlx.optimizers as optim
 
-from ..backend import on_cuda, switch_setting
+from ..backend import switch_setting
 
 OptimizerT = TypeVar("OptimizerT", bound=optim.Optimizer)
 
@@ -151,11 +152,10 @@ def use_lean_updates(optimizer: OptimizerT, enabled: bool = True) -> OptimizerT:
 
 def lean_updates_by_default() -> bool:
     """Whether :func:`~mlxvision.engine.make_train_step` gives optimizers their lean class:
-    ``MLXVISION_LEAN_UPDATES=1`` yes, ``=0`` no; unset, yes unless MLX computes on CUDA.
+    yes unless ``MLXVISION_LEAN_UPDATES=0``.
 
     Example:
         >>> isinstance(lean_updates_by_default(), bool)
         True
     """
-    chosen = switch_setting("MLXVISION_LEAN_UPDATES")
-    return not on_cuda() if chosen is None else chosen
+    return switch_setting("MLXVISION_LEAN_UPDATES") is not False

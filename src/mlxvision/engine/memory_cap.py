@@ -2,12 +2,14 @@
 
 MLX frees a buffer once the device has run the work that used it, and the host launches work
 ahead of the device, so a step's peak holds, besides what the step needs at once (its working
-set), buffers it no longer needs. On an H200, ResNet-18's bf16 step at batch 512 needs
-1,303 MB and peaks at 1,372 MB. ``mx.set_memory_limit`` makes MLX wait for the device
-whenever more than the limit is in use; a limit at the working set plus a little keeps the
-peak there, at some speed: with :class:`MemoryCap`'s 3%, ResNet-18 peaked at 1,345–1,351 MB
-(PyTorch: 1,348) at 0.90–0.92× PyTorch's speed, against 1,372–1,376 MB at 0.95–0.98×
-without (``benchmarks/results/gpu_throughput.md``).
+set), buffers it no longer needs. On an H200, ResNet-18's bf16 step at batch 512 with MLX's
+optimizer update (``MLXVISION_LEAN_UPDATES=0``) needs 1,303 MB and peaks at 1,372 MB.
+``mx.set_memory_limit`` makes MLX wait for the device whenever more than the limit is in use;
+a limit at the working set plus a little keeps the peak there, at some speed: with
+:class:`MemoryCap`'s 3%, that step peaked at 1,345–1,351 MB (PyTorch: 1,348) at 0.90–0.92×
+PyTorch's speed, against 1,372–1,376 MB at 0.95–0.98× without. With the default lean
+updates it peaks at 1,341–1,343 MB uncapped, and 1,342 MB capped
+(``benchmarks/results/gpu_throughput.md``).
 
 :func:`working_set` measures a step's working set by running it with a limit of zero (MLX then
 lets no work wait in flight); :class:`MemoryCap` does that on a run's second step and keeps

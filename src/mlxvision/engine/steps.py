@@ -231,9 +231,8 @@ def make_train_step(
     - An optimizer of exactly MLX's ``SGD``, ``Adam`` or ``AdamW`` class (also inside a
       ``MultiOptimizer``) gets the class of :mod:`mlxvision.engine.lean_updates`, whose
       equal updates reuse the old parameters' and state's memory (VGG-11: 5× → 3× the
-      parameters' size); not with ``MLXVISION_LEAN_UPDATES=0``, and on CUDA only with
-      ``MLXVISION_LEAN_UPDATES=1`` (ResNet-18 then peaks below PyTorch; the extra kernels slow
-      some models).
+      parameters' size; ResNet-18 on an H200 peaks below PyTorch); not with
+      ``MLXVISION_LEAN_UPDATES=0``.
 
     ``compile`` (``mx.compile`` over the whole step) defaults to yes on GPUs and no on CPUs,
     where MLX's compiler measured no faster (:func:`mlxvision.backend.compile_by_default`).

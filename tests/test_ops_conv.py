@@ -19,6 +19,7 @@ from mlxvision.ops import (
     MaxPool2d,
     choose_plan,
     conv2d,
+    convolutions_in_parts,
     fast_conv_disabled,
     fast_conv_enabled,
     keep_freed_memory,
@@ -443,3 +444,41 @@ def test_max_pool_on_cuda_takes_the_window_slices(monkeypatch):
     with fast_conv_disabled():
         np.testing.assert_array_equal(gradient(pool), split)
     np.testing.assert_array_equal(gradient(nn.MaxPool2d(2, 2)), split)
+
+
+@pytest.mark.skipif(not on_cpu(), reason="the parts run on CPU streams")
+@pytest.mark.parametrize(
+    "in_channels, out_channels, kernel, stride",
+    [(8, 8, 3, 1), (40, 40, 3, 1), (8, 16, 3, 2), (8, 16, 1, 1)],  # rows, MLX's, strided, 1×1
+)
+def test_convolutions_in_parts_match_the_whole_batch(
+    tmp_path, in_channels, out_channels, kernel, stride
+):
+    """Output, input gradient and weight gradient of a batch of 5 in two parts (3 + 2), each
+    pass on its stream, against the whole batch; a batch of 1 is not split."""
+    rng = np.random.default_rng(0)
+    x = mx.array(rng.standard_normal((5, 8, 8, in_channels)).astype(np.float32))
+    w = mx.array(rng.standard_normal((out_channels, kernel, kernel, in_channels)) / kernel)
+    w = w.astype(mx.float32)
+    padding = kernel // 2
+
+    def run(x):
+        def loss(x, w):
+            y = conv2d(x, w, stride=stride, padding=padding)
+            return (y * y).sum(), y
+
+        (_, y), (dx, dw) = mx.value_and_grad(loss, argnums=(0, 1))(x, w)
+        return y, dx, dw
+
+    streams = [mx.new_stream(mx.cpu), mx.new_stream(mx.cpu)]
+    whole = run(x)
+    with convolutions_in_parts(streams):
+        parts = run(x)
+        single = conv2d(x[:1], w, stride=stride, padding=padding)
+        split = conv2d(x, w, stride=stride, padding=padding)
+    for actual, expected in zip(parts, whole, strict=True):
+        assert_close(actual, expected)
+    mx.export_to_dot(str(tmp_path / "split.dot"), split)
+    mx.export_to_dot(str(tmp_path / "single.dot"), single)
+    assert "Concatenate" in (tmp_path / "split.dot").read_text()
+    assert "Concatenate" not in (tmp_path / "single.dot").read_text()

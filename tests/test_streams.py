@@ -20,6 +20,7 @@ from mlxvision.engine.streams import (
     train_streams,
 )
 from mlxvision.models import create_model
+from mlxvision.ops import convolutions_in_parts
 
 RTOL, ATOL = 1e-5, 1e-6  # float32 sums in another order
 
@@ -150,9 +151,16 @@ def test_cores_are_shared_between_streams_and_blas(monkeypatch):
     assert eval_streams("auto") == cores  # evaluation uses the cores the BLAS leaves
     norm = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm(2))
     step = make_train_step(norm, optim.SGD(learning_rate=0.1))
-    assert step.streams == 1
+    assert step.streams == step.conv_streams == 1
     assert backend.BLAS_THREADS["count"] == cores  # one stream: the BLAS has every core
     assert eval_streams("auto") == 1
+    resnet = create_model("resnet20", num_classes=10)  # batch norms: whole batch, conv parts
+    step = make_train_step(resnet, optim.SGD(learning_rate=0.1))
+    assert (step.streams, step.conv_streams) == (1, cores)
+    assert backend.BLAS_THREADS["count"] == 1
+    step = make_train_step(resnet, optim.SGD(learning_rate=0.1), streams=1)
+    assert (step.streams, step.conv_streams) == (1, 1)
+    assert backend.BLAS_THREADS["count"] == cores
 
 
 def test_opting_out_with_an_environment_thread_count(monkeypatch):
@@ -182,3 +190,47 @@ def test_auto_keeps_a_loss_that_is_not_a_known_mean_whole():
     summed.sample_mean = True  # the caller vouches for it (wrongly here, but it is obeyed)
     expected = 1 if mx.default_device().type != mx.DeviceType.cpu else available_cores()
     assert make_train_step(model, optim.SGD(learning_rate=0.1), summed).streams == expected
+
+
+@pytest.mark.parametrize("size", [16, 7])
+def test_convolutions_in_parts_train_like_the_whole_batch(monkeypatch, size):
+    """ResNet-20 ("auto" keeps its batch whole for the batch norms) with its convolutions in
+    two parts: the same losses, weights and running statistics as one stream, within float32
+    rounding; splitting the whole batch instead (each batch norm sees its part) is told apart
+    by the same comparison."""
+    from mlxvision.engine import steps
+
+    monkeypatch.setattr(steps, "cores_per_process", lambda group: 2)
+    traced_in_parts = []
+
+    def recording(streams):
+        traced_in_parts.append(len(streams))
+        return convolutions_in_parts(streams)
+
+    monkeypatch.setattr(steps, "convolutions_in_parts", recording)
+
+    def run(streams):
+        mx.random.seed(0)
+        model = create_model("resnet20", num_classes=10, in_channels=1)
+        step = make_train_step(model, optim.SGD(learning_rate=0.05, momentum=0.9), streams=streams)
+        losses = []
+        for index in range(2):
+            loss, _ = step(*batch(size, seed=index))
+            mx.eval(loss, model.state)
+            losses.append(loss.item())
+        return step, losses, dict(tree_flatten(model.parameters())), running_statistics(model)
+
+    whole_step, whole_losses, whole_weights, whole_stats = run(1)
+    conv_step, conv_losses, conv_weights, conv_stats = run("auto")
+    assert traced_in_parts == [0, 0, 2, 2]  # each step's forward and backward traced in parts
+    _, _, ghost_weights, ghost_stats = run(2)
+    assert (whole_step.conv_streams, conv_step.conv_streams) == (1, 2)
+    assert conv_losses == pytest.approx(whole_losses, rel=1e-5)
+
+    def max_error(a, b):
+        return max(float(np.abs(np.array(a[k]) - np.array(b[k])).max()) for k in a)
+
+    assert len(whole_weights) > 40 and len(whole_stats) == 38
+    assert max_error(conv_weights, whole_weights) < 1e-5
+    assert max_error(conv_stats, whole_stats) < 1e-5
+    assert max_error(ghost_stats, whole_stats) > 1e-3  # the test can tell the difference

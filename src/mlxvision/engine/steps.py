@@ -21,12 +21,14 @@ from mlx.utils import tree_flatten, tree_map
 
 from ..backend import compile_by_default
 from ..data.device import translate_flip
+from ..ops import convolutions_in_parts
 from .distributed import cores_per_process
 from .lean_updates import lean_updates_by_default, use_lean_updates
 from .losses import cross_entropy
 from .precision import LossScaler, compute_dtype, computing_in
 from .streams import (
     StreamSplit,
+    conv_streams,
     eval_streams,
     share_cores_with_blas,
     sums_in_parts,
@@ -81,8 +83,10 @@ class TrainStep:
         self.group = group if group is not None and group.size() > 1 else None
         cores = cores_per_process(self.group)
         self.streams = train_streams(streams, model, cores, loss_fn)
-        share_cores_with_blas(self.streams, cores)
+        self.conv_streams = conv_streams(streams, model, self.streams, cores)
+        share_cores_with_blas(max(self.streams, self.conv_streams), cores)
         self._split = StreamSplit(self.streams) if self.streams > 1 else None
+        self._conv_split = StreamSplit(self.conv_streams) if self.conv_streams > 1 else None
         self.scaler = LossScaler() if precision == "float16" else None
         self.micro_step = 0
         if lean_updates_by_default():
@@ -137,7 +141,9 @@ class TrainStep:
             return loss, correct, grads
 
         if self._split is None:
-            loss, correct, grads = part_step(images, targets)
+            conv_parts = self._conv_split.streams if self._conv_split is not None else ()
+            with convolutions_in_parts(conv_parts):
+                loss, correct, grads = part_step(images, targets)
         else:
             loss, correct, grads = value_and_grad_in_parts(
                 self._split, self.model, part_step, images, targets, start_forward=not self.compiled
@@ -226,7 +232,10 @@ def make_train_step(
       (:func:`~mlxvision.engine.losses.is_sample_mean`; the same update as the whole batch),
       else one part (a BatchNorm part would normalise with its own statistics; the parts of a
       summed loss would be weighted wrongly), and one off the CPU. A number splits any model;
-      the loss must then be a mean over samples.
+      the loss must then be a mean over samples. Where ``"auto"`` keeps the batch whole on a
+      CPU of several cores, each convolution is computed in one part per core instead
+      (:func:`~mlxvision.ops.convolutions_in_parts`; batch norms still see the whole batch;
+      ``streams=1`` turns this off too).
 
     - An optimizer of exactly MLX's ``SGD``, ``Adam`` or ``AdamW`` class (also inside a
       ``MultiOptimizer``) gets the class of :mod:`mlxvision.engine.lean_updates`, whose

@@ -14,6 +14,11 @@ does), so ``"auto"`` splits the training batch only of models without batch stat
 with a loss known to be a mean (:func:`mlxvision.engine.losses.is_sample_mean`), unless told
 otherwise.
 
+Where ``"auto"`` keeps the batch whole on the CPU, the step splits only its convolutions
+(:func:`conv_streams`, :func:`mlxvision.ops.convolutions_in_parts`): each convolution's
+passes run per part on its own stream, and everything between them, batch norms included,
+sees the whole batch.
+
 The cores of a process are shared as ``streams × BLAS threads``: building a training step sets
 the BLAS to ``cores // streams`` threads (:func:`mlxvision.backend.set_blas_threads`; a set
 ``OPENBLAS_NUM_THREADS`` wins), and an evaluation step's ``"auto"`` uses the cores the BLAS
@@ -32,7 +37,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from .. import backend
 from ..backend import on_cpu
-from ..ops import unordered_conv_gradients
+from ..ops import Conv2d, part_bounds, unordered_conv_gradients
 from .losses import cross_entropy, is_sample_mean
 
 RUNNING_STATISTICS = ("running_mean", "running_var")
@@ -96,6 +101,26 @@ def train_streams(
     if not on_cpu() or running_statistics(model) or not is_sample_mean(loss_fn):
         return 1
     return max(1, cores)
+
+
+def conv_streams(streams: int | str, model: nn.Module, parts: int, cores: int) -> int:
+    """Into how many parts a training step splits each convolution's batch.
+
+    ``"auto"`` on the CPU, with the batch kept whole (``parts`` = 1), several cores and a
+    model with :class:`mlxvision.ops.Conv2d` layers: one per core; else 1 (a number of
+    ``streams`` asked for is taken as the whole split).
+
+    Example:
+        >>> from mlxvision.ops import Conv2d
+        >>> conv_streams("auto", Conv2d(3, 8, 3), parts=1, cores=2) == (2 if on_cpu() else 1)
+        True
+        >>> conv_streams("auto", nn.Linear(2, 2), parts=1, cores=2)
+        1
+    """
+    if streams != "auto" or parts > 1 or not on_cpu():
+        return 1
+    convolutions = any(isinstance(module, Conv2d) for _, module in model.named_modules())
+    return max(1, cores) if convolutions else 1
 
 
 def eval_streams(streams: int | str, cores: int | None = None) -> int:
@@ -163,14 +188,7 @@ class StreamSplit:
 
     def bounds(self, size: int) -> list[tuple[int, int]]:
         """``(start, stop)`` of each non-empty part of ``size`` rows, the first ones larger."""
-        base, extra = divmod(size, self.count)
-        bounds, start = [], 0
-        for index in range(self.count):
-            stop = start + base + (index < extra)
-            if stop > start:
-                bounds.append((start, stop))
-            start = stop
-        return bounds
+        return part_bounds(size, self.count)
 
     def parts(self, *arrays: mx.array):
         """Yield ``(weight, part_arrays)`` per part, ``weight`` = its share of the rows, each

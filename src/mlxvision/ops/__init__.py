@@ -21,8 +21,10 @@ from .conv import (
     ConvPlan,
     choose_plan,
     conv2d,
+    convolutions_in_parts,
     fast_conv_disabled,
     fast_conv_enabled,
+    part_bounds,
     unordered_conv_gradients,
 )
 from .layers import Conv2d, MaxPool2d, use_fast_layers
@@ -46,6 +48,7 @@ __all__ = [
     "batch_norm_relu",
     "choose_plan",
     "conv2d",
+    "convolutions_in_parts",
     "fast_conv_disabled",
     "fast_conv_enabled",
     "gelu",
@@ -54,6 +57,7 @@ __all__ = [
     "norm_relu",
     "relu",
     "silu",
+    "part_bounds",
     "unordered_conv_gradients",
     "use_fast_layers",
 ]

@@ -73,6 +73,7 @@ def mlx_worker(args: argparse.Namespace) -> None:
                 {
                     "images_per_sec": args.steps * args.batch_size / seconds,
                     "streams": step.streams,
+                    "conv_streams": step.conv_streams,
                     "threads": mlxvision.backend.BLAS_THREADS.get("count", 0),
                 }
             )
@@ -87,7 +88,13 @@ def torch_worker(args: argparse.Namespace) -> None:
     time_steps(runner.train, args.warmup)
     seconds = time_steps(runner.train, args.steps)
     Path(args.out).write_text(
-        json.dumps({"images_per_sec": args.steps * args.batch_size / seconds, "streams": 0})
+        json.dumps(
+            {
+                "images_per_sec": args.steps * args.batch_size / seconds,
+                "streams": 0,
+                "conv_streams": 0,
+            }
+        )
     )
 
 
@@ -147,12 +154,15 @@ def main(argv: list[str] | None = None) -> None:
     for model in args.models.split(","):
         args.model = model
         samples: dict[tuple, list[float]] = {k: [] for k in kinds}
-        streams: dict[tuple, int] = {}
+        streams: dict[tuple, str] = {}
         for _ in range(args.repeats):
             for kind in kinds:
                 result = measure(*kind, args)
                 samples[kind].append(result["images_per_sec"])
-                streams[kind] = result["streams"]
+                conv = result["conv_streams"]
+                streams[kind] = f"{result['streams']}" + (
+                    f", convolutions {conv}" if conv > 1 else ""
+                )
         for kind in kinds:
             rate = statistics.median(samples[kind])
             ratios = ""

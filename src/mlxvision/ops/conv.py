@@ -146,8 +146,9 @@ def convolutions_in_parts(streams: Sequence[mx.Stream]) -> Iterator[None]:
     normalises with the whole batch's statistics.
 
     MLX runs each operation on one CPU thread, and the BLAS threads only the matrix products;
-    MLX streams are threads of their own. ResNet-20's training step (batch 128, 2 cores, one
-    BLAS thread per stream) gained about 30% from two streams (``benchmarks/results/cpu.md``).
+    MLX streams are threads of their own. Training with two streams, batch 128, on 2 cores
+    with one BLAS thread per stream: ResNet-20 1.26× as fast, ResNet-18 (CIFAR stem) 1.22×
+    (``benchmarks/results/cpu.md``).
     The results equal the whole batch's up to the rounding of the matrix products' sums.
 
     Example:
@@ -716,7 +717,7 @@ def unordered_conv_gradients() -> Iterator[None]:
         yield
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)  # the streams of each training step are new keys
 def _conv_fn(stride: Pair, padding: Pair, plan: ConvPlan, streams: tuple[mx.Stream, ...] = ()):
     """A custom function ``(x, w) -> y`` for one stride, padding and plan; with ``streams``,
     computed in batch parts, one per stream (see :func:`convolutions_in_parts`)."""

@@ -69,7 +69,7 @@ class Trainer:
       train as they come.
     - ``streams``: on a CPU, every batch is split into parts computed concurrently on this many
       streams (:mod:`mlxvision.engine.streams`); ``"auto"``: one per core for models without
-      BatchNorm, else one.
+      BatchNorm, else one, with each convolution computed in one part per core.
     - ``seed``: seeds MLX's random numbers (dropout, stochastic depth) when training starts;
       with the loader's seed, a CPU run repeats bit for bit.
     - ``tta``: average the logits of several views of each image at evaluation: ``True`` or 1,

@@ -355,10 +355,12 @@ def test_cpu_conv_backward_frees_each_layer_before_moving_on():
     x = mx.random.normal((32, 16, 16, 16))
     weights = [mx.random.normal((16, 3, 3, 16)) * 0.1 for _ in range(12)]
 
+    plan = choose_plan(16, 16, (3, 3), (1, 1), mx.cpu, padding=(1, 1))  # MLX's weight gradient
+
     def loss(weights):
         y = x
         for w in weights:
-            y = conv2d(y, w, padding=1)
+            y = conv2d(y, w, padding=1, method=plan)
         return (y * y).sum()
 
     def peak_and_grads():
@@ -452,10 +454,14 @@ def test_max_pool_on_cuda_takes_the_window_slices(monkeypatch):
     [(8, 8, 3, 1), (40, 40, 3, 1), (8, 16, 3, 2), (8, 16, 1, 1)],  # rows, MLX's, strided, 1×1
 )
 def test_convolutions_in_parts_match_the_whole_batch(
-    tmp_path, in_channels, out_channels, kernel, stride
+    tmp_path, monkeypatch, in_channels, out_channels, kernel, stride
 ):
     """Output, input gradient and weight gradient of a batch of 5 in two parts (3 + 2), each
-    pass on its stream, against the whole batch; a batch of 1 is not split."""
+    pass on its stream, against the whole batch; a batch of 1 is not split. The plans of
+    ``choose_plan`` (no native convolution)."""
+    from mlxvision.ops import conv
+
+    monkeypatch.setattr(conv, "_native", lambda: None)
     rng = np.random.default_rng(0)
     x = mx.array(rng.standard_normal((5, 8, 8, in_channels)).astype(np.float32))
     w = mx.array(rng.standard_normal((out_channels, kernel, kernel, in_channels)) / kernel)

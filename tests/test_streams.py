@@ -25,6 +25,14 @@ from mlxvision.ops import convolutions_in_parts
 RTOL, ATOL = 1e-5, 1e-6  # float32 sums in another order
 
 
+@pytest.fixture
+def without_native_conv(monkeypatch):
+    """The convolutions' parts apply where no native convolution threads each pass itself."""
+    from mlxvision.engine import streams
+
+    monkeypatch.setattr(streams, "onednn_conv", lambda: None)
+
+
 @pytest.fixture(autouse=True)
 def restore_blas_threads():
     """Steps set the process's BLAS threads; leave them as they were."""
@@ -141,7 +149,7 @@ def test_auto_streams():
 
 @pytest.mark.skipif(backend.BLAS.library is None, reason="no BLAS whose threads mlxvision sets")
 @pytest.mark.skipif(available_cores() < 2, reason="needs two cores")
-def test_cores_are_shared_between_streams_and_blas(monkeypatch):
+def test_cores_are_shared_between_streams_and_blas(monkeypatch, without_native_conv):
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     cores = available_cores()
     model = create_model("simple_cnn", num_classes=10, in_channels=1, input_size=8)
@@ -193,7 +201,7 @@ def test_auto_keeps_a_loss_that_is_not_a_known_mean_whole():
 
 
 @pytest.mark.parametrize("size", [16, 7])
-def test_convolutions_in_parts_train_like_the_whole_batch(monkeypatch, size):
+def test_convolutions_in_parts_train_like_the_whole_batch(monkeypatch, size, without_native_conv):
     """ResNet-20 ("auto" keeps its batch whole for the batch norms) with its convolutions in
     two parts: the same losses, weights and running statistics as one stream, within float32
     rounding; splitting the whole batch instead (each batch norm sees its part) is told apart

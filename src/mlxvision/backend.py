@@ -357,7 +357,18 @@ def info() -> dict[str, str]:
         "cuda_graphs": os.environ.get("MLX_USE_CUDA_GRAPHS", "MLX's default"),
         "eval_width": os.environ.get("MLX_BFS_MAX_WIDTH", "MLX's default"),
         "compile_steps": "yes" if compile_by_default() else "no (CPU: measured no faster)",
+        "native_conv": _native_conv_status(),
     }
+
+
+def _native_conv_status() -> str:
+    """On the CPU, whether convolutions use :mod:`mlxvision.native` (building it if needed)."""
+    if not on_cpu():
+        return "not used off the CPU"
+    from .native import native_status, onednn_conv
+
+    onednn_conv()
+    return native_status()
 
 
 def on_cpu() -> bool:

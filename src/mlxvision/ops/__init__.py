@@ -16,6 +16,7 @@ from .conv import (
     CUDA_PLAN,
     LOWERED_PLAN,
     MLX_PLAN,
+    NATIVE_PLAN,
     ROWS_PLAN,
     STRIDED_PLAN,
     ConvPlan,
@@ -34,6 +35,7 @@ from .norm import BatchNorm, ReLU, batch_norm, batch_norm_relu, norm_relu, relu
 __all__ = [
     "LOWERED_PLAN",
     "MLX_PLAN",
+    "NATIVE_PLAN",
     "ROWS_PLAN",
     "CUDA_PLAN",
     "STRIDED_PLAN",

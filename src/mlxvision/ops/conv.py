@@ -82,11 +82,12 @@ LOWERED_PLAN = ConvPlan("im2col", "col2im", "matmul")
 STRIDED_PLAN = ConvPlan("mlx", "col2im", "mlx")
 ROWS_PLAN = ConvPlan("rows", "rows", "mlx")
 CUDA_PLAN = ConvPlan("mlx", "mlx", "conv")  # cuDNN's forward, data and weight gradients
+NATIVE_PLAN = ConvPlan("onednn", "onednn", "onednn")  # mlxvision.native, where it is built
 ROWS_MAX_CHANNELS = 32  # "rows" passes beyond this many channels measured slower than MLX's
 _PASSES = {
-    "forward": ("mlx", "im2col", "rows"),
-    "input_grad": ("mlx", "col2im", "subpixel", "rows"),
-    "weight_grad": ("mlx", "matmul", "rows", "conv"),
+    "forward": ("mlx", "im2col", "rows", "onednn"),
+    "input_grad": ("mlx", "col2im", "subpixel", "rows", "onednn"),
+    "weight_grad": ("mlx", "matmul", "rows", "conv", "onednn"),
 }
 
 
@@ -279,7 +280,9 @@ def conv2d(
 ) -> mx.array:
     """:func:`mlx.core.conv2d` (NHWC input, OHWI weight), computed as ``method`` says.
 
-    ``method``: ``"auto"`` (per shape and device, see :func:`choose_plan`), ``"mlx"``
+    ``method``: ``"auto"`` (per shape and device, see :func:`choose_plan`; on the CPU, float32
+    convolutions take :data:`NATIVE_PLAN`, oneDNN's passes, where :mod:`mlxvision.native`
+    is built), ``"mlx"``
     (:func:`mlx.core.conv2d` and its own gradient), ``"im2col"`` (every pass as matrix products)
     or a :class:`ConvPlan`. Grouped or dilated convolutions run :func:`mlx.core.conv2d`, except
     that ``"auto"`` computes a depthwise one (one filter per channel) on the CPU as a sum of
@@ -323,6 +326,8 @@ def conv2d(
         return mx.conv2d(x, weight, stride, padding, dilation, groups)
     if method == "auto":
         plan = choose_plan(in_channels, out_channels, (kh, kw), stride, padding=padding)
+        if fast_conv_enabled() and on_cpu() and x.dtype == mx.float32 and _native() is not None:
+            plan = NATIVE_PLAN
     else:
         plan = LOWERED_PLAN if method == "im2col" else method
     _check_plan(plan, stride, padding, (kh, kw))
@@ -549,7 +554,24 @@ def _pad(x: mx.array, padding: Pair) -> mx.array:
     return mx.pad(x, [(0, 0), (padding[0], padding[0]), (padding[1], padding[1]), (0, 0)])
 
 
+def _native():
+    """:func:`mlxvision.native.onednn_conv`'s module, or None."""
+    from ..native import onednn_conv
+
+    return onednn_conv()
+
+
+def _native_arguments(stride: Pair, padding: Pair) -> tuple[int, ...]:
+    """Strides, paddings and the oneDNN threads of one pass: the BLAS's share of the cores."""
+    from .. import backend
+
+    threads = backend.BLAS_THREADS.get("count") or len(os.sched_getaffinity(0))
+    return (*stride, *padding, threads)
+
+
 def _forward(x, weight, stride, padding, how):
+    if how == "onednn":
+        return _native().conv2d(x, weight, *_native_arguments(stride, padding))
     if how == "mlx":
         return mx.conv2d(x, weight, stride, padding)
     if how == "rows":
@@ -561,6 +583,8 @@ def _forward(x, weight, stride, padding, how):
 
 
 def _input_grad(x, weight, dy, stride, padding, how):
+    if how == "onednn":
+        return _native().input_grad(dy, weight, list(x.shape), *_native_arguments(stride, padding))
     if how == "mlx":
         return mx.vjp(lambda u: mx.conv2d(u, weight, stride, padding), [x], [dy])[1][0]
     (ph, pw), (h, w) = padding, x.shape[1:3]
@@ -678,6 +702,8 @@ def _transposed_conv_weight_grad(
 
 
 def _weight_grad(x, weight, dy, stride, padding, how):
+    if how == "onednn":
+        return _native().weight_grad(x, dy, list(weight.shape), *_native_arguments(stride, padding))
     if how == "conv":
         return _transposed_conv_weight_grad(x, dy, weight.shape[1:3], stride, padding)
     if how == "mlx":

@@ -371,6 +371,18 @@ def _native_conv_status() -> str:
     return native_status()
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on.
+
+    Example:
+        >>> available_cores() >= 1
+        True
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def on_cpu() -> bool:
     """Whether MLX computes on the CPU (its default device).
 

@@ -36,24 +36,12 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from .. import backend
-from ..backend import on_cpu
+from ..backend import available_cores, on_cpu
 from ..native import onednn_conv
 from ..ops import Conv2d, part_bounds, unordered_conv_gradients
 from .losses import cross_entropy, is_sample_mean
 
 RUNNING_STATISTICS = ("running_mean", "running_var")
-
-
-def available_cores() -> int:
-    """The CPU cores this process may run on.
-
-    Example:
-        >>> available_cores() >= 1
-        True
-    """
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def running_statistics(model: nn.Module) -> dict[str, mx.array]:

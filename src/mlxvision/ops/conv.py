@@ -208,6 +208,7 @@ def choose_plan(
     stride: Pair,
     device: mx.Device | mx.DeviceType | None = None,
     padding: Pair = (0, 0),
+    dtype: mx.Dtype | None = None,
 ) -> ConvPlan:
     """The plan ``method="auto"`` uses for a convolution shape on a device.
 
@@ -218,7 +219,9 @@ def choose_plan(
     building the patches matrix. Measured on an H200 (``benchmarks/weight_grad_memory.py``,
     batch 512, the layers of ResNet-20 and ResNet-18): 1.2–5.6× faster in bfloat16 and
     1.2–2.2× in float32, with 1–124 MB of peak memory where MLX's needs 43–1,303 MB.
-    On the CPU (measured with ``benchmarks/profile_conv.py``, batch 128, the layers of
+    On the CPU, for a float32 ``dtype``: :data:`NATIVE_PLAN` (oneDNN's passes) where
+    :mod:`mlxvision.native` is built. Otherwise (measured with
+    ``benchmarks/profile_conv.py``, batch 128, the layers of
     ResNet-20, ResNet-18 and the tutorial CNN; numbers in ``benchmarks/README.md``):
 
     - stride 1, k×k (k > 1): ``"rows"`` for a pass whose accumulated channels are no more
@@ -255,6 +258,8 @@ def choose_plan(
         return MLX_PLAN
     if kind != mx.DeviceType.cpu:
         return CUDA_PLAN if mx.cuda.is_available() else MLX_PLAN
+    if dtype is not None and dtype == mx.float32 and _native() is not None:
+        return NATIVE_PLAN
     if kernel_size == (1, 1):
         return LOWERED_PLAN
     if stride == (1, 1):
@@ -325,9 +330,9 @@ def conv2d(
     if groups != 1 or dilation != (1, 1) or method == "mlx":
         return mx.conv2d(x, weight, stride, padding, dilation, groups)
     if method == "auto":
-        plan = choose_plan(in_channels, out_channels, (kh, kw), stride, padding=padding)
-        if fast_conv_enabled() and on_cpu() and x.dtype == mx.float32 and _native() is not None:
-            plan = NATIVE_PLAN
+        plan = choose_plan(
+            in_channels, out_channels, (kh, kw), stride, padding=padding, dtype=x.dtype
+        )
     else:
         plan = LOWERED_PLAN if method == "im2col" else method
     _check_plan(plan, stride, padding, (kh, kw))
@@ -565,7 +570,7 @@ def _native_arguments(stride: Pair, padding: Pair) -> tuple[int, ...]:
     """Strides, paddings and the oneDNN threads of one pass: the BLAS's share of the cores."""
     from .. import backend
 
-    threads = backend.BLAS_THREADS.get("count") or len(os.sched_getaffinity(0))
+    threads = backend.BLAS_THREADS.get("count") or backend.available_cores()
     return (*stride, *padding, threads)
 
 
